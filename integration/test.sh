@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# THE test command: installs the dependencies, starts the integration stack, runs every check
+# against it, stops the stack on every exit path, and exits non-zero if anything failed.
+#
+#   bash integration/test.sh [extra arguments for `cargo test`]
+#
+# With PGROTATE_EXTERNAL_STACK=1 (set by integration/compose.env) it uses the stack described
+# by the PGROTATE_* variables already in the environment instead of starting one.
+#
+# All cargo commands use the release profile so dependencies compile once.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+cd "$REPO" || exit 1
+STATE_DIR="${PGROTATE_STACK_DIR:-$REPO/.stack}"
+export CI="${CI:-}"
+
+RESULTS=()
+FAILED=0
+STACK_STARTED=0
+T0=$SECONDS
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+# step NAME COMMAND...: runs a check, records PASS/FAIL and its duration, never aborts.
+step() {
+    local name="$1" start=$SECONDS rc=0
+    shift
+    say "$name"
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        RESULTS+=("PASS  $name ($((SECONDS - start))s)")
+    else
+        RESULTS+=("FAIL  $name (exit $rc, $((SECONDS - start))s)")
+        FAILED=1
+    fi
+    return "$rc"
+}
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+finish() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ "$STACK_STARTED" -eq 1 ]; then
+        say "stopping the integration stack"
+        bash "$HERE/stack-down.sh" || { RESULTS+=("FAIL  integration/stack-down.sh"); FAILED=1; }
+    fi
+    [ "$rc" -eq 0 ] || FAILED=1
+    printf '\n==> summary (%ss)\n' "$((SECONDS - T0))"
+    local r
+    for r in ${RESULTS[@]+"${RESULTS[@]}"}; do printf '  %s\n' "$r"; done
+    if [ "$FAILED" -ne 0 ]; then
+        printf 'integration/test.sh: FAILED\n'
+        [ "$rc" -ne 0 ] || rc=1
+        exit "$rc"
+    fi
+    printf 'integration/test.sh: all checks passed\n'
+    exit 0
+}
+trap finish EXIT
+trap 'printf "\ninterrupted\n" >&2; exit 130' INT
+trap 'printf "\nterminated\n" >&2; exit 143' TERM
+
+step "integration/install-deps.sh" bash "$HERE/install-deps.sh" || exit 1
+if [ "${PGROTATE_EXTERNAL_STACK:-}" = 1 ]; then
+    # A stack started elsewhere (docker compose + integration/compose.env): use it as is.
+    say "using the external stack from the environment (PGROTATE_EXTERNAL_STACK=1)"
+    for v in PGROTATE_PG_HOST PGROTATE_PG_PORT PGROTATE_PG_PLAIN_PORT PGROTATE_PG_ADMIN_USER \
+        PGROTATE_PG_ADMIN_PASSWORD PGROTATE_PG_CA PGROTATE_PG_LOG PGROTATE_PG_PLAIN_LOG \
+        PGROTATE_SM_ENDPOINT AWS_ENDPOINT_URL; do
+        [ -n "${!v:-}" ] || { echo "integration/test.sh: PGROTATE_EXTERNAL_STACK=1 but $v is not set" >&2; exit 1; }
+    done
+else
+    STACK_STARTED=1
+    step "integration/stack-up.sh" bash "$HERE/stack-up.sh" || exit 1
+    # shellcheck source=/dev/null
+    source "$STATE_DIR/env" || exit 1
+fi
+
+step "cargo fmt --check" cargo fmt --check
+step "cargo clippy --release --all-targets -- -D warnings" \
+    cargo clippy --release --all-targets -- -D warnings
+step "cargo test --release" cargo test --release --no-fail-fast "$@"
+
+# ---- more checks --------------------------------------------------------------------
+# Hook point for checks that need the stack or the built binary. Each runs only if its
+# script exists, so the list can grow without editing the steps above.
+if [ -f "$HERE/policy-proof.sh" ]; then
+    step "integration/policy-proof.sh" bash "$HERE/policy-proof.sh"
+fi
+# ---- end of more checks -------------------------------------------------------------
+
+exit 0

@@ -1,0 +1,194 @@
+"""The proof must be able to fail: weaken or widen a rendered policy in known ways and check
+that policy.evaluate reports each one.
+
+    python -m policy.selftest [--policy target/policy] [--requests target/policy/requests.jsonl]
+
+Uses the fixture configs that exercise every statement (alternating users with two keys and
+a VPC; single user with the master fallback under the same key). Also evaluates the role
+policy of AWS's reference rotation template (single user, from the Secrets Manager
+documentation) against the same requests: it must fail (GetRandomPassword is never used, the
+secret statement has no rotation-function condition, the log and KMS grants are missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from policy.evaluate import Failures, evaluate_config
+
+CONFIGS = ["fixture/alternating-users-kms-vpc", "fixture/single-user-master-kms"]
+
+
+def _stmt(policy: dict, sid: str) -> dict:
+    for s in policy["Statement"]:
+        if s.get("Sid") == sid:
+            return s
+    raise KeyError(sid)
+
+
+def _role(fn: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(d: Path) -> None:
+        p = d / "role-policy.json"
+        policy = json.loads(p.read_text())
+        fn(policy)
+        p.write_text(json.dumps(policy))
+    return apply
+
+
+def _file(name: str, fn: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(d: Path) -> None:
+        p = d / name
+        policy = json.loads(p.read_text())
+        fn(policy)
+        p.write_text(json.dumps(policy))
+    return apply
+
+
+def _add(statement: dict) -> Callable[[dict], None]:
+    return lambda p: p["Statement"].append(statement)
+
+
+def _drop_condition(sid: str, op: str, key: str) -> Callable[[dict], None]:
+    def fn(p: dict) -> None:
+        s = _stmt(p, sid)
+        del s["Condition"][op][key]
+        if not s["Condition"][op]:
+            del s["Condition"][op]
+        if not s["Condition"]:
+            del s["Condition"]
+    return fn
+
+
+def _set(sid: str, field: str, value) -> Callable[[dict], None]:
+    return lambda p: _stmt(p, sid).__setitem__(field, value)
+
+
+def _reference_policy(d: Path) -> None:
+    config = json.loads((d / "config.json").read_text())
+    secret = config["arns"]["rotated"][0]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
+                                           "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"],
+             "Resource": secret},
+            {"Effect": "Allow", "Action": ["secretsmanager:GetRandomPassword"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface",
+                                           "ec2:DescribeNetworkInterfaces", "ec2:DetachNetworkInterface"],
+             "Resource": "*"},
+        ],
+    }
+    (d / "role-policy.json").write_text(json.dumps(policy))
+
+
+# (name, configs it applies to, mutation, text expected in some failure)
+MUTATIONS = [
+    ("no AllowRotationLambdaArn condition", CONFIGS,
+     _role(_drop_condition("RotatedSecrets", "ArnEquals", "secretsmanager:resource/AllowRotationLambdaArn")),
+     "rotation function is another Lambda"),
+    ("rotated secrets on Resource *", CONFIGS, _role(_set("RotatedSecrets", "Resource", "*")), "another secret"),
+    ("secret ARN with -* instead of -??????", CONFIGS,
+     _role(lambda p: _stmt(p, "RotatedSecrets").__setitem__(
+         "Resource", [r.replace("-??????", "-*") for r in _stmt(p, "RotatedSecrets")["Resource"]])),
+     "a secret whose name extends this one's"),
+    ("encryption context with -* instead of -??????", CONFIGS,
+     _role(lambda p: _stmt(p, "RotatedSecretsKey")["Condition"]["StringLike"].__setitem__(
+         "kms:EncryptionContext:SecretARN",
+         [r.replace("-??????", "-*") for r in
+          _stmt(p, "RotatedSecretsKey")["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]])),
+     "KMS for a secret whose name extends this one's"),
+    ("GetRandomPassword added", CONFIGS,
+     _role(_add({"Effect": "Allow", "Action": "secretsmanager:GetRandomPassword", "Resource": "*"})),
+     "GetRandomPassword, which no request uses"),
+    ("secretsmanager:* on the rotated secrets", CONFIGS,
+     _role(_set("RotatedSecrets", "Action", "secretsmanager:*")), "wildcard action"),
+    ("master statement may write", CONFIGS,
+     _role(_set("MasterSecret", "Action", ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"])),
+     "PutSecretValue on the master secret"),
+    ("master statement dropped", CONFIGS,
+     _role(lambda p: p["Statement"].remove(_stmt(p, "MasterSecret"))), "denied by the role policy"),
+    ("KMS without kms:ViaService", CONFIGS,
+     _role(_drop_condition("RotatedSecretsKey", "StringEquals", "kms:ViaService")), "not via Secrets Manager"),
+    ("KMS without the encryption context", CONFIGS,
+     _role(_drop_condition("RotatedSecretsKey", "StringLike", "kms:EncryptionContext:SecretARN")),
+     "KMS for another secret"),
+    ("KMS on Resource *", CONFIGS, _role(_set("RotatedSecretsKey", "Resource", "*")), "another KMS key"),
+    ("KMS without GenerateDataKey", CONFIGS, _role(_set("RotatedSecretsKey", "Action", "kms:Decrypt")),
+     "denied by the role policy: kms:GenerateDataKey"),
+    ("master key may GenerateDataKey", ["fixture/alternating-users-kms-vpc"],
+     _role(_set("MasterSecretKey", "Action", ["kms:Decrypt", "kms:GenerateDataKey"])),
+     "GenerateDataKey (a write) for the master secret"),
+    ("logs on every log group", CONFIGS, _role(_set("OwnLogGroup", "Resource", "*")), "another function's log group"),
+    ("EC2 on Resource *", ["fixture/alternating-users-kms-vpc"],
+     _role(_set("VpcNetworkInterfaces", "Resource", "*")), "network interface in another region"),
+    ("a redundant statement", CONFIGS,
+     _role(lambda p: p["Statement"].append(copy.deepcopy(_stmt(p, "OwnLogGroup")))), "is not needed"),
+    ("resource policy without SourceAccount", CONFIGS,
+     _file("lambda-resource-policy.json", lambda p: p["Statement"][0].pop("Condition")), "from another account"),
+    ("key policy without kms:ViaService", CONFIGS,
+     _file("kms-key-policy.json",
+           lambda p: p["Statement"][0]["Condition"].pop("StringEquals")), "key policy ALLOWS"),
+    ("AWS reference policy (single user)", CONFIGS, _reference_policy, "GetRandomPassword, which no request uses"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="target/policy")
+    parser.add_argument("--requests", default="target/policy/requests.jsonl")
+    args = parser.parse_args(argv)
+    root = Path(args.policy)
+    by_config: dict[str, list[dict]] = {}
+    for line in Path(args.requests).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by_config.setdefault(r["config"], []).append(r)
+    problems = []
+    # The unmutated configs must pass, or the mutations prove nothing.
+    for config_id in CONFIGS:
+        if config_id not in by_config:
+            problems.append(f"{config_id}: no requests in {args.requests}")
+            continue
+        failures = Failures()
+        evaluate_config(config_id, root, by_config[config_id], failures)
+        if failures.items:
+            problems.append(f"{config_id}: fails before any mutation: {failures.items[:3]}")
+    checked = 0
+    with tempfile.TemporaryDirectory(prefix="pgrotate-selftest-") as tmp:
+        for name, configs, mutate, expected in MUTATIONS:
+            for config_id in configs:
+                if config_id not in by_config:
+                    continue
+                work = Path(tmp) / name.replace(" ", "_").replace("/", "_")
+                if work.exists():
+                    shutil.rmtree(work)
+                shutil.copytree(root / config_id, work / config_id)
+                mutate(work / config_id)
+                failures = Failures()
+                evaluate_config(config_id, work, by_config[config_id], failures)
+                checked += 1
+                if not any(expected in item for item in failures.items):
+                    problems.append(
+                        f"mutation '{name}' on {config_id} not caught as expected ({expected!r}); "
+                        f"failures were: {failures.items[:3]}"
+                    )
+                else:
+                    print(f"selftest: caught '{name}' on {config_id} ({len(failures.items)} failures)")
+    if problems:
+        print("selftest: FAILED:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"selftest: OK: {checked} mutated policies, each refused by the evaluator for the expected reason")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

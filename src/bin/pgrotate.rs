@@ -1,0 +1,52 @@
+//! The Lambda entry point: reads the configuration, sets up logging, builds the Secrets
+//! Manager client and the database adapter once per process, then serves rotation events.
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use pgrotate::postgres::Postgres;
+use pgrotate::store::AwsSecretStore;
+use pgrotate::{Config, Error, RotationEvent, Rotator};
+use serde_json::Value;
+
+fn diagnostic(error: &Error) -> Diagnostic {
+    Diagnostic {
+        error_type: error.kind().to_string(),
+        error_message: error.to_string(),
+    }
+}
+
+async fn handle(
+    rotator: &Rotator<AwsSecretStore, Postgres>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Diagnostic> {
+    let event = RotationEvent::from_json(&event.payload).map_err(|error| {
+        tracing::error!(error = %error, "rejected the invocation");
+        diagnostic(&error)
+    })?;
+    rotator.handle(&event).await.map_err(|e| diagnostic(&e))?;
+    Ok(Value::Null)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    pgrotate::logging::init_from_env();
+    let config = Config::from_env().inspect_err(|error| {
+        tracing::error!(error = %error, "pgrotate cannot start");
+    })?;
+    let store = AwsSecretStore::from_env(
+        config.secrets_manager_endpoint.as_deref(),
+        config.secrets_manager_timeout,
+    )
+    .await;
+    let db = Postgres::new(config.ca_bundle.clone(), config.connect_timeout);
+    tracing::info!(
+        strategy = config.strategy.as_str(),
+        default_ssl_mode = config.default_ssl.as_str(),
+        "pgrotate started"
+    );
+    let rotator = Rotator::new(store, db, config);
+    let rotator = &rotator;
+    lambda_runtime::run(service_fn(move |event| async move {
+        handle(rotator, event).await
+    }))
+    .await
+}

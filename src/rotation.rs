@@ -1,0 +1,491 @@
+//! The four rotation steps and the checks before them, for both strategies, written against
+//! the [`SecretStore`] and [`Database`] ports only.
+
+use std::time::Instant;
+
+use secrecy::SecretString;
+
+use crate::config::{Config, Strategy};
+use crate::db::{AlternateChange, Database, DbLogin};
+use crate::error::Error;
+use crate::event::{RotationEvent, Step};
+use crate::secret::{DbSecret, MAX_IDENTIFIER_BYTES, MasterSecret};
+use crate::store::{
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretDescription, SecretStore, VersionRef,
+};
+
+const CLONE_SUFFIX: &str = "_clone";
+
+/// The other user of an alternating pair: `name_clone` for `name`, `name` for `name_clone`.
+pub fn alternate_name(name: &str) -> Result<String, Error> {
+    if let Some(primary) = name.strip_suffix(CLONE_SUFFIX) {
+        if primary.is_empty() {
+            return Err(Error::Config(
+                "the user name \"_clone\" has no primary user to alternate with: rename the user"
+                    .into(),
+            ));
+        }
+        return Ok(primary.to_string());
+    }
+    let clone = format!("{name}{CLONE_SUFFIX}");
+    if clone.len() > MAX_IDENTIFIER_BYTES {
+        return Err(Error::CloneNameTooLong {
+            name: name.to_string(),
+            clone_len: clone.len(),
+        });
+    }
+    Ok(clone)
+}
+
+/// The pair a user name belongs to: (primary, clone).
+fn pair_of(name: &str) -> Result<(String, String), Error> {
+    let other = alternate_name(name)?;
+    if name.ends_with(CLONE_SUFFIX) {
+        Ok((other, name.to_string()))
+    } else {
+        Ok((name.to_string(), other))
+    }
+}
+
+/// What one step did, for its log line.
+#[derive(Debug, Default)]
+struct StepLog {
+    arn: Option<String>,
+    user: Option<String>,
+    host: Option<String>,
+    outcome: &'static str,
+}
+
+impl StepLog {
+    fn describe(&mut self, secret: &DbSecret) {
+        self.user = Some(secret.username.clone());
+        self.host = Some(format!("{}:{}", secret.host, secret.port));
+    }
+}
+
+/// Runs rotation steps. Build it once per process: it holds the store and database clients.
+pub struct Rotator<S, D> {
+    store: S,
+    db: D,
+    config: Config,
+}
+
+impl<S, D> Rotator<S, D>
+where
+    S: SecretStore + Sync,
+    D: Database + Sync,
+{
+    pub fn new(store: S, db: D, config: Config) -> Rotator<S, D> {
+        Rotator { store, db, config }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn database(&self) -> &D {
+        &self.db
+    }
+
+    /// Handles one invocation and logs one line at its end (never a secret value).
+    pub async fn handle(&self, event: &RotationEvent) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut log = StepLog::default();
+        let result = self.run(event, &mut log).await;
+        let arn = log.arn.as_deref().unwrap_or(&event.secret_id);
+        let user = log.user.as_deref().unwrap_or("-");
+        let host = log.host.as_deref().unwrap_or("-");
+        let duration_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(()) => tracing::info!(
+                step = %event.step,
+                secret_arn = %arn,
+                token = %event.token,
+                strategy = self.config.strategy.as_str(),
+                user,
+                host,
+                outcome = log.outcome,
+                duration_ms,
+                "rotation step succeeded"
+            ),
+            Err(error) => tracing::error!(
+                step = %event.step,
+                secret_arn = %arn,
+                token = %event.token,
+                strategy = self.config.strategy.as_str(),
+                user,
+                host,
+                outcome = "failed",
+                error_kind = error.kind(),
+                error = %error,
+                duration_ms,
+                "rotation step failed"
+            ),
+        }
+        result
+    }
+
+    async fn run(&self, event: &RotationEvent, log: &mut StepLog) -> Result<(), Error> {
+        let description = self.store.describe(&event.secret_id).await?;
+        log.arn = Some(description.arn.clone());
+        if description.rotation_enabled == Some(false) {
+            return Err(Error::RotationDisabled {
+                secret: description.arn.clone(),
+            });
+        }
+        let stages = description
+            .stages_of(&event.token)
+            .ok_or_else(|| Error::UnknownVersion {
+                secret: description.arn.clone(),
+                token: event.token.clone(),
+            })?;
+        if stages.iter().any(|s| s == AWSCURRENT) {
+            log.outcome = "version already AWSCURRENT, nothing to do";
+            return Ok(());
+        }
+        if !stages.iter().any(|s| s == AWSPENDING) {
+            return Err(Error::NotPending {
+                secret: description.arn.clone(),
+                token: event.token.clone(),
+                labels: if stages.is_empty() {
+                    "none".into()
+                } else {
+                    stages.join(", ")
+                },
+            });
+        }
+        match Step::parse(&event.step)? {
+            Step::Create => self.create_secret(&description, event, log).await,
+            Step::Set => self.set_secret(&description, &event.token, log).await,
+            Step::Test => self.test_secret(&description, &event.token, log).await,
+            Step::Finish => self.finish_secret(&description, &event.token, log).await,
+        }
+    }
+
+    fn parse_secret(&self, arn: &str, label: &str, raw: &SecretString) -> Result<DbSecret, Error> {
+        let secret = DbSecret::parse(raw).map_err(|problem| Error::SecretFormat {
+            secret: arn.to_string(),
+            label: label.to_string(),
+            problem,
+        })?;
+        if self.config.strategy == Strategy::AlternatingUsers && secret.masterarn.is_none() {
+            return Err(Error::SecretFormat {
+                secret: arn.to_string(),
+                label: label.to_string(),
+                problem: "field \"masterarn\" is missing: the alternating-users strategy needs the ARN of the master secret".into(),
+            });
+        }
+        Ok(secret)
+    }
+
+    async fn read_secret(
+        &self,
+        arn: &str,
+        version: VersionRef<'_>,
+        label: &str,
+    ) -> Result<DbSecret, Error> {
+        let raw = self.store.get_value(arn, version).await?;
+        self.parse_secret(arn, label, &raw)
+    }
+
+    fn login(&self, secret: &DbSecret) -> DbLogin {
+        DbLogin {
+            host: secret.host.clone(),
+            port: secret.port,
+            dbname: secret.dbname.clone(),
+            username: secret.username.clone(),
+            password: secret.password.clone(),
+            ssl: secret.ssl.unwrap_or(self.config.default_ssl),
+        }
+    }
+
+    /// The user the pending secret must name.
+    fn expected_pending_user(&self, current: &DbSecret) -> Result<String, Error> {
+        match self.config.strategy {
+            Strategy::SingleUser => Ok(current.username.clone()),
+            Strategy::AlternatingUsers => alternate_name(&current.username),
+        }
+    }
+
+    async fn create_secret(
+        &self,
+        description: &SecretDescription,
+        event: &RotationEvent,
+        log: &mut StepLog,
+    ) -> Result<(), Error> {
+        let arn = description.arn.as_str();
+        let current = self
+            .read_secret(arn, VersionRef::Stage(AWSCURRENT), AWSCURRENT)
+            .await?;
+        log.describe(&current);
+        let username = self.expected_pending_user(&current)?;
+        match self
+            .store
+            .get_value(arn, VersionRef::Pending(&event.token))
+            .await
+        {
+            Ok(raw) => {
+                self.parse_secret(arn, AWSPENDING, &raw)?;
+                log.outcome = "pending version already created";
+                return Ok(());
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let password = self.config.password.generate()?;
+        let pending = current.with_credentials(&username, &password);
+        self.store
+            .put_pending(arn, &event.token, &pending, event.rotation_token.as_ref())
+            .await?;
+        log.outcome = "pending version created";
+        Ok(())
+    }
+
+    async fn set_secret(
+        &self,
+        description: &SecretDescription,
+        token: &str,
+        log: &mut StepLog,
+    ) -> Result<(), Error> {
+        let arn = description.arn.as_str();
+        let current = self
+            .read_secret(arn, VersionRef::Stage(AWSCURRENT), AWSCURRENT)
+            .await?;
+        let pending = self
+            .read_secret(arn, VersionRef::Pending(token), AWSPENDING)
+            .await?;
+        log.describe(&pending);
+        self.check_pending_matches(&current, &pending)?;
+
+        if self.db.can_log_in(&self.login(&pending)).await? {
+            log.outcome = "pending password already set";
+            return Ok(());
+        }
+        match self.config.strategy {
+            Strategy::SingleUser => self.set_single_user(arn, &current, &pending, log).await,
+            Strategy::AlternatingUsers => self.set_alternating(&current, &pending, log).await,
+        }
+    }
+
+    fn check_pending_matches(&self, current: &DbSecret, pending: &DbSecret) -> Result<(), Error> {
+        let expected_user = self.expected_pending_user(current)?;
+        if pending.username != expected_user {
+            return Err(Error::PendingMismatch(format!(
+                "it names user {:?}, expected {expected_user:?}",
+                pending.username
+            )));
+        }
+        if !pending.host.eq_ignore_ascii_case(&current.host) {
+            return Err(Error::PendingMismatch(format!(
+                "it names host {:?}, the current secret {:?}",
+                pending.host, current.host
+            )));
+        }
+        if pending.port != current.port {
+            return Err(Error::PendingMismatch(format!(
+                "it names port {}, the current secret {}",
+                pending.port, current.port
+            )));
+        }
+        if pending.dbname != current.dbname {
+            return Err(Error::PendingMismatch(format!(
+                "it names database {:?}, the current secret {:?}",
+                pending.dbname, current.dbname
+            )));
+        }
+        Ok(())
+    }
+
+    async fn set_single_user(
+        &self,
+        arn: &str,
+        current: &DbSecret,
+        pending: &DbSecret,
+        log: &mut StepLog,
+    ) -> Result<(), Error> {
+        let mut tried = Vec::new();
+        let mut login = self.login(current);
+        match self.db.set_own_password(&login, &pending.password).await {
+            Ok(()) => {
+                log.outcome = "password changed with the current credentials";
+                return Ok(());
+            }
+            Err(e) if e.is_auth_failure() => tried.push("AWSCURRENT (password refused)"),
+            Err(e) => return Err(e.into()),
+        }
+
+        // An earlier rotation may have changed the password without finishing; its old
+        // password is then in AWSPREVIOUS. Read it only now, so the normal path saves the call.
+        match self
+            .store
+            .get_value(arn, VersionRef::Stage(AWSPREVIOUS))
+            .await
+        {
+            Ok(raw) => match DbSecret::parse(&raw) {
+                Ok(previous) if previous.username == current.username => {
+                    login.password = previous.password.clone();
+                    match self.db.set_own_password(&login, &pending.password).await {
+                        Ok(()) => {
+                            log.outcome = "password changed with the AWSPREVIOUS credentials";
+                            return Ok(());
+                        }
+                        Err(e) if e.is_auth_failure() => {
+                            tried.push("AWSPREVIOUS (password refused)")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(_) => tried.push("AWSPREVIOUS (names another user: not used)"),
+                Err(_) => tried.push("AWSPREVIOUS (not a valid secret: not used)"),
+            },
+            Err(e) if e.is_not_found() => tried.push("AWSPREVIOUS (no such version)"),
+            Err(e) => return Err(e.into()),
+        }
+
+        if current.masterarn.is_some() {
+            let master = self.master_login(current).await?;
+            match self
+                .db
+                .set_password_as_master(&master, &current.username, &pending.password)
+                .await
+            {
+                Ok(()) => {
+                    log.outcome = "password changed by the master user";
+                    return Ok(());
+                }
+                Err(e) if e.is_auth_failure() => tried.push("the master secret (password refused)"),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            tried.push("no masterarn in the secret for a master fallback");
+        }
+        Err(Error::NoWorkingCredentials {
+            user: current.username.clone(),
+            tried: tried.join(", "),
+        })
+    }
+
+    async fn set_alternating(
+        &self,
+        current: &DbSecret,
+        pending: &DbSecret,
+        log: &mut StepLog,
+    ) -> Result<(), Error> {
+        // Only a user whose credentials work may have its partner's password changed: a
+        // secret pointing at an arbitrary user name cannot steer the master user.
+        if !self.db.can_log_in(&self.login(current)).await? {
+            return Err(Error::CurrentDoesNotLogIn {
+                user: current.username.clone(),
+            });
+        }
+        let master = self.master_login(current).await?;
+        let (primary, clone) = pair_of(&current.username)?;
+        let change = AlternateChange {
+            primary: &primary,
+            clone: &clone,
+            target: &pending.username,
+            clone_default_role: self.config.clone_default_role,
+        };
+        self.db
+            .set_alternate_password(&master, &change, &pending.password)
+            .await?;
+        log.outcome = "alternate user's password set and pair kept equivalent";
+        Ok(())
+    }
+
+    /// Reads the master secret named by `masterarn` and logs in as it into the user's
+    /// database; host (and port) must match the user's secret when the master names them.
+    async fn master_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
+        let arn = user.masterarn.as_deref().unwrap_or_default();
+        let master_error = |problem: String| Error::MasterSecret {
+            arn: arn.to_string(),
+            problem,
+        };
+        let raw = match self
+            .store
+            .get_value(arn, VersionRef::Stage(AWSCURRENT))
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => return Err(master_error(format!("cannot be read: {e}"))),
+        };
+        let master = MasterSecret::parse(&raw).map_err(master_error)?;
+        if let Some(host) = master
+            .host
+            .as_ref()
+            .filter(|h| !h.eq_ignore_ascii_case(&user.host))
+        {
+            return Err(master_error(format!(
+                "names host {host:?} but the user's secret names {:?}: the master secret must be the one of the user's server",
+                user.host
+            )));
+        }
+        if let Some(port) = master.port.filter(|p| *p != user.port) {
+            return Err(master_error(format!(
+                "names port {port} but the user's secret names {}",
+                user.port
+            )));
+        }
+        Ok(DbLogin {
+            host: user.host.clone(),
+            port: user.port,
+            dbname: user.dbname.clone(),
+            username: master.username,
+            password: master.password,
+            ssl: master.ssl.or(user.ssl).unwrap_or(self.config.default_ssl),
+        })
+    }
+
+    async fn test_secret(
+        &self,
+        description: &SecretDescription,
+        token: &str,
+        log: &mut StepLog,
+    ) -> Result<(), Error> {
+        let pending = self
+            .read_secret(&description.arn, VersionRef::Pending(token), AWSPENDING)
+            .await?;
+        log.describe(&pending);
+        match self.db.session_user(&self.login(&pending)).await {
+            Ok(user) if user == pending.username => {
+                log.outcome = "pending credentials log in";
+                Ok(())
+            }
+            Ok(user) => Err(Error::WrongSessionUser {
+                expected: pending.username.clone(),
+                actual: user,
+            }),
+            Err(e) if e.is_auth_failure() => Err(Error::PendingDoesNotLogIn {
+                user: pending.username.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn finish_secret(
+        &self,
+        description: &SecretDescription,
+        token: &str,
+        log: &mut StepLog,
+    ) -> Result<(), Error> {
+        match description.version_with(AWSCURRENT) {
+            Some(current) if current == token => {
+                log.outcome = "version already AWSCURRENT";
+                Ok(())
+            }
+            Some(current) => {
+                self.store
+                    .move_current(&description.arn, token, current)
+                    .await?;
+                log.outcome = "AWSCURRENT moved to the new version";
+                Ok(())
+            }
+            None => Err(Error::SecretFormat {
+                secret: description.arn.clone(),
+                label: AWSCURRENT.into(),
+                problem: "no version holds AWSCURRENT".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! Step logic against the in-memory store (real label semantics, counted calls, injected
+//! failures) and an in-memory database: every step, both strategies, the checks before every
+//! step, retries, and the Secrets Manager call budget.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pgrotate::db::{AlternateChange, Database, DbError, DbFailure, DbLogin};
+use pgrotate::memory::{MemoryStore, Op};
+use pgrotate::store::StoreErrorKind;
+use pgrotate::{Config, Error, RotationEvent, Rotator};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-AbCdEf";
+const MASTER_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:master-XyZ123";
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// PostgreSQL in a map: users, passwords, memberships, settings.
+#[derive(Default)]
+struct FakeDb {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    passwords: HashMap<String, String>,
+    /// (role, member)
+    members: Vec<(String, String)>,
+    default_role: HashMap<String, String>,
+    unreachable: bool,
+    password_changes: usize,
+}
+
+impl FakeDb {
+    fn with_users(users: &[(&str, &str)]) -> FakeDb {
+        let db = FakeDb::default();
+        for (user, password) in users {
+            db.set(user, password);
+        }
+        db
+    }
+    fn set(&self, user: &str, password: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.passwords.insert(user.to_string(), password.to_string());
+    }
+    fn password(&self, user: &str) -> Option<String> {
+        self.state.lock().unwrap().passwords.get(user).cloned()
+    }
+    fn members(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().members.clone()
+    }
+    fn check(&self, login: &DbLogin) -> Result<(), DbError> {
+        let s = self.state.lock().unwrap();
+        if s.unreachable {
+            return Err(DbError::new(
+                login,
+                DbFailure::Unreachable("connection refused".into()),
+            ));
+        }
+        match s.passwords.get(&login.username) {
+            Some(p) if p == login.password.expose_secret() => Ok(()),
+            _ => Err(DbError::new(login, DbFailure::AuthFailed)),
+        }
+    }
+}
+
+impl Database for FakeDb {
+    async fn can_log_in(&self, login: &DbLogin) -> Result<bool, DbError> {
+        match self.check(login) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_auth_failure() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    async fn session_user(&self, login: &DbLogin) -> Result<String, DbError> {
+        self.check(login)?;
+        Ok(login.username.clone())
+    }
+    async fn set_own_password(&self, login: &DbLogin, new: &SecretString) -> Result<(), DbError> {
+        self.check(login)?;
+        self.set(&login.username, new.expose_secret());
+        self.state.lock().unwrap().password_changes += 1;
+        Ok(())
+    }
+    async fn set_password_as_master(
+        &self,
+        master: &DbLogin,
+        user: &str,
+        new: &SecretString,
+    ) -> Result<(), DbError> {
+        self.check(master)?;
+        self.set(user, new.expose_secret());
+        self.state.lock().unwrap().password_changes += 1;
+        Ok(())
+    }
+    async fn set_alternate_password(
+        &self,
+        master: &DbLogin,
+        change: &AlternateChange<'_>,
+        new: &SecretString,
+    ) -> Result<(), DbError> {
+        self.check(master)?;
+        let mut s = self.state.lock().unwrap();
+        s.passwords
+            .insert(change.target.into(), new.expose_secret().into());
+        let pair = (change.primary.to_string(), change.clone.to_string());
+        if !s.members.contains(&pair) {
+            s.members.push(pair);
+        }
+        if change.clone_default_role {
+            s.default_role
+                .insert(change.clone.into(), change.primary.into());
+        }
+        s.password_changes += 1;
+        Ok(())
+    }
+}
+
+fn user_secret(user: &str, password: &str, master: bool) -> String {
+    let mut v = json!({
+        "engine": "postgres", "host": "db.internal", "username": user, "password": password,
+        "dbname": "appdb", "port": 5432, "team": "payments"
+    });
+    if master {
+        v["masterarn"] = json!(MASTER_ARN);
+    }
+    v.to_string()
+}
+
+fn config(strategy: &str) -> Config {
+    Config::from_lookup(|name| match name {
+        "ROTATION_STRATEGY" => Some(strategy.to_string()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn event(step: &str, token: &str) -> RotationEvent {
+    RotationEvent::from_json(&json!({"SecretId": ARN, "ClientRequestToken": token, "Step": step}))
+        .unwrap()
+}
+
+fn single_user(users: &[(&str, &str)], master: bool) -> Rotator<MemoryStore, FakeDb> {
+    let store = MemoryStore::new();
+    store.create_secret(ARN, &user_secret("app", "old-pw", master));
+    store.create_secret(
+        MASTER_ARN,
+        r#"{"username":"postgres","password":"master-pw"}"#,
+    );
+    Rotator::new(store, FakeDb::with_users(users), config("single-user"))
+}
+
+fn alternating() -> Rotator<MemoryStore, FakeDb> {
+    let store = MemoryStore::new();
+    store.create_secret(ARN, &user_secret("app", "old-pw", true));
+    store.create_secret(
+        MASTER_ARN,
+        r#"{"username":"postgres","password":"master-pw"}"#,
+    );
+    let db = FakeDb::with_users(&[("app", "old-pw"), ("postgres", "master-pw")]);
+    Rotator::new(store, db, config("alternating-users"))
+}
+
+fn field(rotator: &Rotator<MemoryStore, FakeDb>, stage: &str, name: &str) -> Value {
+    let raw = rotator.store().value(ARN, stage).expect("stage exists");
+    serde_json::from_str::<Value>(&raw).unwrap()[name].clone()
+}
+
+async fn rotate(rotator: &Rotator<MemoryStore, FakeDb>, token: &str) -> Result<(), Error> {
+    rotator.store().start_rotation(ARN, token);
+    for step in STEPS {
+        rotator.handle(&event(step, token)).await?;
+    }
+    rotator.store().end_rotation(ARN);
+    Ok(())
+}
+
+fn count_calls(rotator: &Rotator<MemoryStore, FakeDb>) -> usize {
+    let n = rotator.store().calls().len();
+    rotator.store().clear_calls();
+    n
+}
+
+#[tokio::test]
+async fn single_user_rotation_changes_the_password_and_moves_the_labels() {
+    let r = single_user(&[("app", "old-pw")], false);
+    rotate(&r, "t1").await.unwrap();
+    let new = field(&r, "AWSCURRENT", "password");
+    assert_ne!(new, json!("old-pw"));
+    assert_eq!(r.database().password("app").unwrap(), new.as_str().unwrap());
+    assert_eq!(field(&r, "AWSPREVIOUS", "password"), json!("old-pw"));
+    assert_eq!(field(&r, "AWSCURRENT", "username"), json!("app"));
+    assert_eq!(
+        field(&r, "AWSCURRENT", "team"),
+        json!("payments"),
+        "unknown fields are kept"
+    );
+    assert_eq!(
+        r.store().labels(ARN),
+        vec![
+            ("t1".to_string(), vec!["AWSCURRENT".to_string()]),
+            ("v0".to_string(), vec!["AWSPREVIOUS".to_string()])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn single_user_rotation_makes_eleven_secrets_manager_calls() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    let mut per_step = Vec::new();
+    for step in STEPS {
+        r.handle(&event(step, "t1")).await.unwrap();
+        per_step.push(count_calls(&r));
+    }
+    assert_eq!(
+        per_step,
+        vec![4, 3, 2, 2],
+        "createSecret, setSecret, testSecret, finishSecret"
+    );
+    assert_eq!(per_step.iter().sum::<usize>(), 11);
+}
+
+#[tokio::test]
+async fn alternating_rotation_makes_twelve_secrets_manager_calls() {
+    let r = alternating();
+    r.store().start_rotation(ARN, "t1");
+    let mut per_step = Vec::new();
+    for step in STEPS {
+        r.handle(&event(step, "t1")).await.unwrap();
+        per_step.push(count_calls(&r));
+    }
+    assert_eq!(
+        per_step,
+        vec![4, 4, 2, 2],
+        "createSecret, setSecret, testSecret, finishSecret"
+    );
+    assert_eq!(per_step.iter().sum::<usize>(), 12);
+}
+
+#[tokio::test]
+async fn alternating_rotations_switch_between_the_user_and_its_clone() {
+    let r = alternating();
+    rotate(&r, "t1").await.unwrap();
+    assert_eq!(field(&r, "AWSCURRENT", "username"), json!("app_clone"));
+    assert_eq!(field(&r, "AWSPREVIOUS", "username"), json!("app"));
+    assert_eq!(
+        r.database().password("app").unwrap(),
+        "old-pw",
+        "previous user still logs in"
+    );
+    assert_eq!(
+        r.database().password("app_clone").unwrap(),
+        field(&r, "AWSCURRENT", "password").as_str().unwrap()
+    );
+    assert_eq!(
+        r.database().members(),
+        vec![("app".to_string(), "app_clone".to_string())]
+    );
+
+    rotate(&r, "t2").await.unwrap();
+    assert_eq!(field(&r, "AWSCURRENT", "username"), json!("app"));
+    assert_eq!(field(&r, "AWSPREVIOUS", "username"), json!("app_clone"));
+    assert_ne!(r.database().password("app").unwrap(), "old-pw");
+    // The membership always runs clone -> primary, never the circular way round.
+    assert_eq!(
+        r.database().members(),
+        vec![("app".to_string(), "app_clone".to_string())]
+    );
+
+    rotate(&r, "t3").await.unwrap();
+    assert_eq!(field(&r, "AWSCURRENT", "username"), json!("app_clone"));
+}
+
+#[tokio::test]
+async fn rotation_disabled_is_refused_and_an_absent_flag_counts_as_enabled() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    r.store().set_rotation_enabled(ARN, Some(false));
+    let err = r.handle(&event("createSecret", "t1")).await.unwrap_err();
+    assert!(matches!(err, Error::RotationDisabled { .. }), "{err}");
+    assert_eq!(r.store().value(ARN, "AWSPENDING"), None);
+
+    r.store().set_rotation_enabled(ARN, None);
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    assert!(r.store().value(ARN, "AWSPENDING").is_some());
+}
+
+#[tokio::test]
+async fn a_token_that_is_not_a_version_is_refused() {
+    let r = single_user(&[("app", "old-pw")], false);
+    let err = r.handle(&event("createSecret", "nope")).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownVersion { .. }), "{err}");
+    assert!(err.to_string().contains("nope"));
+}
+
+#[tokio::test]
+async fn a_token_already_current_succeeds_at_every_step_without_further_calls() {
+    let r = single_user(&[("app", "old-pw")], false);
+    for step in STEPS.iter().chain(["bogusStep"].iter()) {
+        r.store().clear_calls();
+        r.handle(&event(step, "v0")).await.unwrap();
+        assert_eq!(
+            r.store().calls(),
+            vec![(Op::Describe, ARN.to_string())],
+            "{step}"
+        );
+    }
+    assert_eq!(r.database().password("app").unwrap(), "old-pw");
+}
+
+#[tokio::test]
+async fn a_token_not_pending_is_refused() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().put_version(
+        ARN,
+        "t-old",
+        &user_secret("app", "x", false),
+        &["AWSPREVIOUS"],
+    );
+    let err = r.handle(&event("setSecret", "t-old")).await.unwrap_err();
+    assert!(matches!(err, Error::NotPending { .. }), "{err}");
+    assert!(err.to_string().contains("AWSPREVIOUS"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_step_is_refused_naming_the_four_valid_steps() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    let err = r.handle(&event("rotateSecret", "t1")).await.unwrap_err();
+    let text = err.to_string();
+    for step in STEPS {
+        assert!(text.contains(step), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn every_step_run_twice_ends_in_the_same_state_as_once() {
+    for strategy in ["single-user", "alternating-users"] {
+        let twice = if strategy == "single-user" {
+            single_user(&[("app", "old-pw")], false)
+        } else {
+            alternating()
+        };
+        twice.store().start_rotation(ARN, "t1");
+        for step in STEPS {
+            twice.handle(&event(step, "t1")).await.unwrap();
+            twice.handle(&event(step, "t1")).await.unwrap();
+        }
+        twice.store().end_rotation(ARN);
+        let user = field(&twice, "AWSCURRENT", "username");
+        let password = field(&twice, "AWSCURRENT", "password");
+        assert_eq!(
+            twice.database().password(user.as_str().unwrap()).unwrap(),
+            password.as_str().unwrap(),
+            "{strategy}"
+        );
+        assert_eq!(
+            twice.store().labels(ARN),
+            vec![
+                ("t1".to_string(), vec!["AWSCURRENT".to_string()]),
+                ("v0".to_string(), vec!["AWSPREVIOUS".to_string()])
+            ],
+            "{strategy}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn create_secret_keeps_the_pending_value_on_retry() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let first = r.store().value(ARN, "AWSPENDING").unwrap();
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    assert_eq!(r.store().value(ARN, "AWSPENDING").unwrap(), first);
+}
+
+#[tokio::test]
+async fn create_secret_keeps_every_field_in_order() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let pending: serde_json::Map<String, Value> =
+        serde_json::from_str(&r.store().value(ARN, "AWSPENDING").unwrap()).unwrap();
+    let keys: Vec<&str> = pending.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "engine", "host", "username", "password", "dbname", "port", "team"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn create_secret_passes_the_rotation_token_to_put_secret_value() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    let event = RotationEvent::from_json(&json!({
+        "SecretId": ARN, "ClientRequestToken": "t1", "Step": "createSecret", "RotationToken": "rt-123"
+    }))
+    .unwrap();
+    r.handle(&event).await.unwrap();
+    assert_eq!(r.store().rotation_tokens(), vec!["rt-123".to_string()]);
+}
+
+#[tokio::test]
+async fn set_secret_is_a_no_op_when_pending_already_logs_in() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    r.handle(&event("setSecret", "t1")).await.unwrap();
+    let changes = r.database().state.lock().unwrap().password_changes;
+    r.handle(&event("setSecret", "t1")).await.unwrap();
+    assert_eq!(r.database().state.lock().unwrap().password_changes, changes);
+}
+
+#[tokio::test]
+async fn set_secret_falls_back_to_awsprevious_read_only_when_current_fails() {
+    let r = single_user(&[("app", "prev-pw")], false);
+    // AWSCURRENT was changed without the database following: it still has AWSPREVIOUS's
+    // password.
+    r.store().put_version(
+        ARN,
+        "v-1",
+        &user_secret("app", "prev-pw", false),
+        &["AWSPREVIOUS"],
+    );
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    r.store().clear_calls();
+    r.handle(&event("setSecret", "t1")).await.unwrap();
+    assert_eq!(
+        r.store().calls().len(),
+        4,
+        "AWSPREVIOUS read once, as the fourth call"
+    );
+    let pending = field(&r, "AWSPENDING", "password");
+    assert_eq!(
+        r.database().password("app").unwrap(),
+        pending.as_str().unwrap()
+    );
+
+    // On the normal path AWSPREVIOUS is never read.
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    r.store().clear_calls();
+    r.handle(&event("setSecret", "t1")).await.unwrap();
+    assert_eq!(r.store().calls().len(), 3);
+}
+
+#[tokio::test]
+async fn set_secret_uses_the_master_secret_when_no_user_credentials_work() {
+    let r = single_user(&[("app", "lost-pw"), ("postgres", "master-pw")], true);
+    rotate(&r, "t1").await.unwrap();
+    let new = field(&r, "AWSCURRENT", "password");
+    assert_eq!(r.database().password("app").unwrap(), new.as_str().unwrap());
+}
+
+#[tokio::test]
+async fn set_secret_failure_names_the_labels_tried_never_the_values() {
+    let r = single_user(&[("app", "lost-pw")], false);
+    r.store().put_version(
+        ARN,
+        "v-1",
+        &user_secret("app", "older-pw", false),
+        &["AWSPREVIOUS"],
+    );
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NoWorkingCredentials { .. }), "{text}");
+    assert!(
+        text.contains("AWSCURRENT") && text.contains("AWSPREVIOUS"),
+        "{text}"
+    );
+    let pending = field(&r, "AWSPENDING", "password");
+    for secret in ["old-pw", "older-pw", "lost-pw", pending.as_str().unwrap()] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert_eq!(
+        r.database().password("app").unwrap(),
+        "lost-pw",
+        "database untouched"
+    );
+    // The secret is untouched too: AWSCURRENT still holds the old value.
+    assert_eq!(field(&r, "AWSCURRENT", "password"), json!("old-pw"));
+}
+
+#[tokio::test]
+async fn set_secret_refuses_a_pending_secret_for_another_user_or_host() {
+    for tampered in [
+        user_secret("postgres", "evil", false),
+        user_secret("app", "evil", false).replace("db.internal", "other.host"),
+        user_secret("app", "evil", false).replace("appdb", "otherdb"),
+    ] {
+        let r = single_user(&[("app", "old-pw"), ("postgres", "master-pw")], false);
+        r.store().start_rotation(ARN, "t1");
+        r.store().put_version(ARN, "t1", &tampered, &["AWSPENDING"]);
+        let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+        assert!(matches!(err, Error::PendingMismatch(_)), "{err}");
+        assert_eq!(r.database().password("postgres").unwrap(), "master-pw");
+        assert_eq!(r.database().password("app").unwrap(), "old-pw");
+    }
+}
+
+#[tokio::test]
+async fn alternating_set_secret_requires_working_current_credentials() {
+    let r = alternating();
+    r.database().set("app", "changed-behind-our-back");
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    assert!(matches!(err, Error::CurrentDoesNotLogIn { .. }), "{err}");
+    assert_eq!(r.database().password("app_clone"), None, "no clone created");
+}
+
+#[tokio::test]
+async fn alternating_without_masterarn_fails_before_writing_anything() {
+    let store = MemoryStore::new();
+    store.create_secret(ARN, &user_secret("app", "old-pw", false));
+    let r = Rotator::new(
+        store,
+        FakeDb::with_users(&[("app", "old-pw")]),
+        config("alternating-users"),
+    );
+    r.store().start_rotation(ARN, "t1");
+    let err = r.handle(&event("createSecret", "t1")).await.unwrap_err();
+    assert!(err.to_string().contains("masterarn"), "{err}");
+    assert_eq!(r.store().value(ARN, "AWSPENDING"), None);
+}
+
+#[tokio::test]
+async fn alternating_with_an_unreadable_master_secret_fails_and_changes_nothing() {
+    let store = MemoryStore::new();
+    store.create_secret(ARN, &user_secret("app", "old-pw", true));
+    let r = Rotator::new(
+        store,
+        FakeDb::with_users(&[("app", "old-pw")]),
+        config("alternating-users"),
+    );
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    assert!(matches!(err, Error::MasterSecret { .. }), "{err}");
+    assert!(err.to_string().contains(MASTER_ARN), "{err}");
+    assert_eq!(r.database().password("app_clone"), None);
+}
+
+#[tokio::test]
+async fn alternating_refuses_a_master_secret_for_another_host() {
+    let r = alternating();
+    r.store().put_version(
+        MASTER_ARN,
+        "m2",
+        r#"{"username":"postgres","password":"master-pw","host":"elsewhere"}"#,
+        &["AWSCURRENT"],
+    );
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    assert!(err.to_string().contains("elsewhere"), "{err}");
+}
+
+#[tokio::test]
+async fn alternating_refuses_a_user_name_whose_clone_is_too_long() {
+    let store = MemoryStore::new();
+    let name = "u".repeat(58);
+    store.create_secret(ARN, &user_secret(&name, "old-pw", true));
+    let r = Rotator::new(store, FakeDb::default(), config("alternating-users"));
+    r.store().start_rotation(ARN, "t1");
+    let err = r.handle(&event("createSecret", "t1")).await.unwrap_err();
+    assert!(matches!(err, Error::CloneNameTooLong { .. }), "{err}");
+    assert!(err.to_string().contains("63"), "{err}");
+    assert_eq!(r.store().value(ARN, "AWSPENDING"), None);
+}
+
+#[tokio::test]
+async fn test_secret_fails_when_the_pending_password_does_not_log_in() {
+    let r = single_user(&[("app", "old-pw")], false);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let err = r.handle(&event("testSecret", "t1")).await.unwrap_err();
+    assert!(matches!(err, Error::PendingDoesNotLogIn { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_not_a_wrong_password() {
+    let r = single_user(&[("app", "old-pw")], true);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    r.database().state.lock().unwrap().unreachable = true;
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("cannot reach"), "{err}");
+    r.database().state.lock().unwrap().unreachable = false;
+    // A retry finishes the job.
+    for step in &STEPS[1..] {
+        r.handle(&event(step, "t1")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failure_at_any_secrets_manager_call_is_finished_by_a_retry() {
+    for strategy in ["single-user", "alternating-users"] {
+        let budget = if strategy == "single-user" { 11 } else { 12 };
+        for failing_call in 0..budget {
+            let r = if strategy == "single-user" {
+                single_user(&[("app", "old-pw")], false)
+            } else {
+                alternating()
+            };
+            // Find the operation of the n-th call of an uninterrupted rotation.
+            let probe = if strategy == "single-user" {
+                single_user(&[("app", "old-pw")], false)
+            } else {
+                alternating()
+            };
+            rotate(&probe, "t1").await.unwrap();
+            let calls = probe.store().calls();
+            let op = calls[failing_call].0;
+            let skip = calls[..failing_call]
+                .iter()
+                .filter(|(o, _)| *o == op)
+                .count();
+            r.store().fail(op, skip, StoreErrorKind::Unreachable);
+
+            r.store().start_rotation(ARN, "t1");
+            let mut failed = false;
+            for step in STEPS {
+                if r.handle(&event(step, "t1")).await.is_err() {
+                    failed = true;
+                    // Secrets Manager retries the rotation from the failed step.
+                    r.handle(&event(step, "t1")).await.unwrap();
+                }
+            }
+            r.store().end_rotation(ARN);
+            assert!(
+                failed,
+                "{strategy}: call {failing_call} ({op:?}) did not fail"
+            );
+            let user = field(&r, "AWSCURRENT", "username");
+            let password = field(&r, "AWSCURRENT", "password");
+            assert_eq!(
+                r.database().password(user.as_str().unwrap()).as_deref(),
+                password.as_str(),
+                "{strategy}: after a failure at call {failing_call}"
+            );
+            assert_eq!(field(&r, "AWSPREVIOUS", "password"), json!("old-pw"));
+        }
+    }
+}
