@@ -102,7 +102,7 @@ mod tests {
     fn dependencies_never_log_below_info() {
         assert_eq!(
             filter(LevelFilter::TRACE).to_string(),
-            "info,pgrotate=trace"
+            "pgrotate=trace,info"
         );
         assert_eq!(filter(LevelFilter::WARN).to_string(), "pgrotate=warn,warn");
     }
