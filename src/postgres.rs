@@ -162,6 +162,10 @@ fn classify(error: &sqlx::Error, ssl: SslMode) -> DbFailure {
 
 impl Postgres {
     pub fn new(ca_bundle: Option<Vec<u8>>, connect_timeout: Duration) -> Postgres {
+        // The tree holds two rustls providers (ring for sqlx, aws-lc-rs for the AWS SDK), so
+        // rustls cannot pick a process default by itself, and sqlx's verify-ca verifier asks
+        // for one: without this, ssl "verify-ca" panics. An error means one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Postgres {
             ca_bundle,
             connect_timeout,
@@ -211,7 +215,7 @@ impl Postgres {
         login: &DbLogin,
         sql: &str,
     ) -> Result<(), DbError> {
-        sqlx::raw_sql(sql)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(&mut *connection)
             .await
             .map(|_| ())

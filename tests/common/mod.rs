@@ -1,0 +1,154 @@
+//! Test support shared by the integration test binaries: the local stack's coordinates (from
+//! the environment `integration/stack-up.sh` writes), fresh databases and users with random
+//! names, and admin SQL.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgrotate::db::DbLogin;
+use pgrotate::postgres::{Postgres, quote_ident, quote_literal};
+use pgrotate::secret::SslMode;
+use secrecy::SecretString;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// Where the local stack runs.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub host: String,
+    pub port: u16,
+    pub plain_port: u16,
+    pub admin_user: String,
+    pub admin_password: String,
+    pub ca_path: PathBuf,
+    pub pg_log: PathBuf,
+    pub plain_log: PathBuf,
+    pub sm_endpoint: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the local stack. Run `bash integration/test.sh` \
+             (it starts the stack), or `bash integration/stack-up.sh && source .stack/env` first."
+        )
+    })
+}
+
+impl Stack {
+    /// The running stack; panics (never skips) when its environment is missing.
+    pub fn get() -> Stack {
+        Stack {
+            host: var("PGROTATE_PG_HOST"),
+            port: var("PGROTATE_PG_PORT")
+                .parse()
+                .expect("PGROTATE_PG_PORT is a port"),
+            plain_port: var("PGROTATE_PG_PLAIN_PORT").parse().expect("a port"),
+            admin_user: var("PGROTATE_PG_ADMIN_USER"),
+            admin_password: var("PGROTATE_PG_ADMIN_PASSWORD"),
+            ca_path: var("PGROTATE_PG_CA").into(),
+            pg_log: var("PGROTATE_PG_LOG").into(),
+            plain_log: var("PGROTATE_PG_PLAIN_LOG").into(),
+            sm_endpoint: var("PGROTATE_SM_ENDPOINT"),
+        }
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca_path).expect("CA readable")
+    }
+
+    /// The adapter as the Lambda builds it, trusting the stack's CA.
+    pub fn postgres(&self) -> Postgres {
+        Postgres::new(Some(self.ca_pem()), Duration::from_secs(5))
+    }
+
+    pub fn login(&self, dbname: &str, user: &str, password: &str) -> DbLogin {
+        DbLogin {
+            host: self.host.clone(),
+            port: self.port,
+            dbname: dbname.to_string(),
+            username: user.to_string(),
+            password: SecretString::from(password.to_string()),
+            ssl: SslMode::VerifyFull,
+        }
+    }
+
+    pub fn admin_login(&self, dbname: &str) -> DbLogin {
+        self.login(dbname, &self.admin_user, &self.admin_password)
+    }
+
+    pub async fn admin(&self, dbname: &str) -> PgConnection {
+        self.postgres()
+            .connect(&self.admin_login(dbname))
+            .await
+            .expect("admin connects")
+    }
+
+    /// Runs SQL as the superuser in `dbname`.
+    pub async fn exec(&self, dbname: &str, sql: &str) {
+        let mut c = self.admin(dbname).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.close().await.ok();
+    }
+
+    /// A fresh database with the application schema (sqlx migrations) applied.
+    pub async fn fresh_database(&self) -> String {
+        let name = unique("db");
+        self.exec(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(&name)),
+        )
+        .await;
+        let mut c = self.admin(&name).await;
+        let migrator = sqlx::migrate::Migrator::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"),
+        )
+        .await
+        .expect("migrations load");
+        migrator.run(&mut c).await.expect("migrations apply");
+        c.close().await.ok();
+        name
+    }
+
+    /// A login user with `password`, a member of the application's read/write role.
+    pub async fn create_app_user(&self, name: &str, password: &str) {
+        self.exec(
+            "postgres",
+            &format!(
+                "CREATE ROLE {} LOGIN PASSWORD {}; GRANT app_rw TO {}",
+                quote_ident(name),
+                quote_literal(password),
+                quote_ident(name)
+            ),
+        )
+        .await;
+    }
+
+    pub fn pg_log_text(&self) -> String {
+        std::fs::read_to_string(&self.pg_log).unwrap_or_default()
+    }
+}
+
+/// A name no other test uses (roles are cluster-wide and tests run in parallel).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())[..prefix.len() + 13].to_string()
+}
+
+/// Connects as `login` and runs a query, returning the error text on failure.
+pub async fn try_query(stack: &Stack, login: &DbLogin, sql: &str) -> Result<(), String> {
+    let mut c = stack
+        .postgres()
+        .connect(login)
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut c)
+        .await
+        .map_err(|e| e.to_string())?;
+    c.close().await.ok();
+    Ok(())
+}
