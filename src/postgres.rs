@@ -199,6 +199,12 @@ impl Postgres {
     /// Opens one connection, bounded by the connect timeout.
     pub async fn connect(&self, login: &DbLogin) -> Result<PgConnection, DbError> {
         let options = self.options(login);
+        tracing::debug!(
+            endpoint = %login.endpoint(),
+            user = %login.username,
+            ssl = login.ssl.as_str(),
+            "connecting to PostgreSQL"
+        );
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
             Ok(Ok(connection)) => Ok(connection),
@@ -229,6 +235,10 @@ impl Postgres {
         verifier: &SecretString,
     ) -> Result<(), DbError> {
         let fail = |e: sqlx::Error| DbError::new(master, classify(&e, master.ssl));
+        tracing::trace!(
+            role = change.target,
+            "setting the password inside the pair's transaction"
+        );
         let role_exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(change.target)
             .fetch_optional(&mut *connection)

@@ -184,6 +184,7 @@ where
         version: VersionRef<'_>,
         label: &str,
     ) -> Result<DbSecret, Error> {
+        tracing::trace!(secret_arn = arn, ?version, "reading secret version");
         let raw = self.store.get_value(arn, version).await?;
         self.parse_secret(arn, label, &raw)
     }
@@ -257,6 +258,7 @@ where
         log.describe(&pending);
         self.check_pending_matches(&current, &pending)?;
 
+        tracing::debug!(user = %pending.username, "checking whether the pending password already works");
         if self.db.can_log_in(&self.login(&pending)).await? {
             log.outcome = "pending password already set";
             return Ok(());
@@ -310,7 +312,10 @@ where
                 log.outcome = "password changed with the current credentials";
                 return Ok(());
             }
-            Err(e) if e.is_auth_failure() => tried.push("AWSCURRENT (password refused)"),
+            Err(e) if e.is_auth_failure() => {
+                tracing::debug!(user = %current.username, "AWSCURRENT refused, trying AWSPREVIOUS");
+                tried.push("AWSCURRENT (password refused)")
+            }
             Err(e) => return Err(e.into()),
         }
 
@@ -343,6 +348,7 @@ where
         }
 
         if current.masterarn.is_some() {
+            tracing::debug!(user = %current.username, "user credentials refused, using the master secret");
             let master = self.master_login(current).await?;
             match self
                 .db
@@ -380,6 +386,7 @@ where
         }
         let master = self.master_login(current).await?;
         let (primary, clone) = pair_of(&current.username)?;
+        tracing::debug!(%primary, %clone, target = %pending.username, master = %master.username, "setting the alternate user's password");
         let change = AlternateChange {
             primary: &primary,
             clone: &clone,
