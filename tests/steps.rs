@@ -162,6 +162,14 @@ fn alternating() -> Rotator<MemoryStore, FakeDb> {
     Rotator::new(store, db, config("alternating-users"))
 }
 
+/// A fresh rotator for `strategy` whose user "app" logs in with "old-pw".
+fn rotator_for(strategy: &str) -> Rotator<MemoryStore, FakeDb> {
+    match strategy {
+        "single-user" => single_user(&[("app", "old-pw")], false),
+        _ => alternating(),
+    }
+}
+
 fn field(rotator: &Rotator<MemoryStore, FakeDb>, stage: &str, name: &str) -> Value {
     let raw = rotator.store().value(ARN, stage).expect("stage exists");
     serde_json::from_str::<Value>(&raw).unwrap()[name].clone()
@@ -205,15 +213,21 @@ async fn single_user_rotation_changes_the_password_and_moves_the_labels() {
     );
 }
 
-#[tokio::test]
-async fn single_user_rotation_makes_eleven_secrets_manager_calls() {
-    let r = single_user(&[("app", "old-pw")], false);
+/// Runs one rotation and returns the Secrets Manager calls each step made.
+async fn calls_per_step(r: &Rotator<MemoryStore, FakeDb>) -> Vec<usize> {
+    r.store().clear_calls();
     r.store().start_rotation(ARN, "t1");
     let mut per_step = Vec::new();
     for step in STEPS {
         r.handle(&event(step, "t1")).await.unwrap();
-        per_step.push(count_calls(&r));
+        per_step.push(count_calls(r));
     }
+    per_step
+}
+
+#[tokio::test]
+async fn single_user_rotation_makes_eleven_secrets_manager_calls() {
+    let per_step = calls_per_step(&rotator_for("single-user")).await;
     assert_eq!(
         per_step,
         vec![4, 3, 2, 2],
@@ -224,13 +238,7 @@ async fn single_user_rotation_makes_eleven_secrets_manager_calls() {
 
 #[tokio::test]
 async fn alternating_rotation_makes_twelve_secrets_manager_calls() {
-    let r = alternating();
-    r.store().start_rotation(ARN, "t1");
-    let mut per_step = Vec::new();
-    for step in STEPS {
-        r.handle(&event(step, "t1")).await.unwrap();
-        per_step.push(count_calls(&r));
-    }
+    let per_step = calls_per_step(&rotator_for("alternating-users")).await;
     assert_eq!(
         per_step,
         vec![4, 4, 2, 2],
@@ -338,11 +346,7 @@ async fn an_unknown_step_is_refused_naming_the_four_valid_steps() {
 #[tokio::test]
 async fn every_step_run_twice_ends_in_the_same_state_as_once() {
     for strategy in ["single-user", "alternating-users"] {
-        let twice = if strategy == "single-user" {
-            single_user(&[("app", "old-pw")], false)
-        } else {
-            alternating()
-        };
+        let twice = rotator_for(strategy);
         twice.store().start_rotation(ARN, "t1");
         for step in STEPS {
             twice.handle(&event(step, "t1")).await.unwrap();
@@ -608,17 +612,9 @@ async fn a_failure_at_any_secrets_manager_call_is_finished_by_a_retry() {
     for strategy in ["single-user", "alternating-users"] {
         let budget = if strategy == "single-user" { 11 } else { 12 };
         for failing_call in 0..budget {
-            let r = if strategy == "single-user" {
-                single_user(&[("app", "old-pw")], false)
-            } else {
-                alternating()
-            };
+            let r = rotator_for(strategy);
             // Find the operation of the n-th call of an uninterrupted rotation.
-            let probe = if strategy == "single-user" {
-                single_user(&[("app", "old-pw")], false)
-            } else {
-                alternating()
-            };
+            let probe = rotator_for(strategy);
             rotate(&probe, "t1").await.unwrap();
             let calls = probe.store().calls();
             let op = calls[failing_call].0;
