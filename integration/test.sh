@@ -81,13 +81,23 @@ fi
 step "cargo fmt --check" cargo fmt --check
 step "cargo clippy --release --all-targets -- -D warnings" \
     cargo clippy --release --all-targets -- -D warnings
+# The end-to-end suite records the real binary's Secrets Manager requests for the policy
+# proof; clear old ones so the proof can only see this run's.
+rm -rf "$REPO/target/recordings/e2e"
 step "cargo test --release" cargo test --release --no-fail-fast "$@"
 
 # ---- more checks --------------------------------------------------------------------
 # Hook point for checks that need the stack or the built binary. Each runs only if its
 # script exists, so the list can grow without editing the steps above.
 if [ -f "$HERE/policy-proof.sh" ]; then
-    step "integration/policy-proof.sh" bash "$HERE/policy-proof.sh"
+    if [ "$#" -eq 0 ]; then
+        # A full run must prove the policy against the requests the real binary made.
+        PGROTATE_RECORDINGS="target/recordings/e2e" \
+            step "integration/policy-proof.sh" bash "$HERE/policy-proof.sh"
+    else
+        step "integration/policy-proof.sh (fixture only: cargo test was filtered)" \
+            bash "$HERE/policy-proof.sh"
+    fi
 fi
 # ---- end of more checks -------------------------------------------------------------
 

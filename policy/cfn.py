@@ -340,3 +340,40 @@ def render(template: dict, parameters: dict[str, Any]) -> dict[str, Any]:
         "outputs": outputs,
         "template": resolved,
     }
+
+
+EXPECTED_TRANSFORMED = {
+    "Function": "AWS::Lambda::Function",
+    "Role": "AWS::IAM::Role",
+    "LogGroup": "AWS::Logs::LogGroup",
+    "InvokePermission": "AWS::Lambda::Permission",
+    "RotationSchedule": "AWS::SecretsManager::RotationSchedule",
+}
+
+
+def check_sam_transform(template: dict) -> None:
+    """Run SAM's own translator (offline) and check that it adds nothing to what the template
+    declares: no generated role, no policy, no extra resource."""
+    import os
+
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict:
+            return {}
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    doc = copy.deepcopy(template)
+    # The translator wants an S3 location where `sam build` would have put the code.
+    doc["Resources"]["Function"]["Properties"]["CodeUri"] = "s3://bucket/key"
+    params = {"SecretArns": f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:example-??????"}
+    out = transform(doc, params, NoManagedPolicies())
+    types = {k: v["Type"] for k, v in out["Resources"].items()}
+    if types != EXPECTED_TRANSFORMED:
+        raise TemplateError(f"SAM's transform produced {types}, expected {EXPECTED_TRANSFORMED}")
+    function = out["Resources"]["Function"]["Properties"]
+    if function.get("Role") != {"Fn::GetAtt": ["Role", "Arn"]}:
+        raise TemplateError(f"the transformed function's role is {function.get('Role')}, not the template's Role")
+    role = out["Resources"]["Role"]["Properties"]
+    if role.get("ManagedPolicyArns") or len(role.get("Policies", [])) != 1:
+        raise TemplateError("SAM's transform changed the role's policies")

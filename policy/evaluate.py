@@ -98,7 +98,7 @@ def _with(request: dict, why: str, **changes: Any) -> dict:
 
 def neighbours(request: dict, config: dict) -> list[dict]:
     """Requests close to an allowed one that the policy must refuse."""
-    src, action, resource = request["source"], request["action"], request["resource"]
+    action, resource = request["action"], request["resource"]
     region, account = config["region"], config["account"]
     other_fn = f"arn:aws:lambda:{region}:{account}:function:someone-elses-rotation"
     out = []

@@ -126,26 +126,55 @@ def _secret_json(username: str, master_arn: str | None) -> str:
     return json.dumps(value)
 
 
+def attach_rotation_function(endpoint: str, secret_id: str, function_name: str = FUNCTION) -> str:
+    """Make `function_name` the rotation function of a secret in moto, as Secrets Manager's
+    RotateSecret(RotationLambdaARN=...) does, so that DescribeSecret reports RotationLambdaARN
+    (the source of secretsmanager:resource/AllowRotationLambdaArn). For the end-to-end suite
+    too: call it after creating a secret and before rotating it.
+
+    moto wants the function to exist: it is created in moto's Lambda with the no-Docker stub,
+    whose invocations do nothing. moto's RotateSecret(RotateImmediately=False) leaves an
+    AWSPENDING version holding a copy of the current value; that label is removed again, so the
+    secret is left as a real one with rotation configured and no rotation in progress.
+    Returns the function's ARN."""
+    _post(f"{endpoint}/moto-api/config", {"lambda": {"use_docker": False}})
+    admin = _clients(endpoint, app=False)
+    try:
+        function_arn = admin["lambda"].get_function(FunctionName=function_name)["Configuration"]["FunctionArn"]
+    except admin["lambda"].exceptions.ResourceNotFoundException:
+        role_name = f"{function_name}-rotation-stub"
+        try:
+            role = admin["iam"].get_role(RoleName=role_name)["Role"]["Arn"]
+        except admin["iam"].exceptions.NoSuchEntityException:
+            role = admin["iam"].create_role(
+                RoleName=role_name,
+                AssumeRolePolicyDocument=json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}],
+                }),
+            )["Role"]["Arn"]
+        function_arn = admin["lambda"].create_function(
+            FunctionName=function_name, Runtime="provided.al2023", Role=role, Handler="bootstrap",
+            Code={"ZipFile": _stub_zip()},
+        )["FunctionArn"]
+    sm = admin["secretsmanager"]
+    sm.rotate_secret(
+        SecretId=secret_id, RotationLambdaARN=function_arn,
+        RotationRules={"AutomaticallyAfterDays": 30}, RotateImmediately=False,
+    )
+    for version, stages in sm.describe_secret(SecretId=secret_id)["VersionIdsToStages"].items():
+        if "AWSPENDING" in stages and "AWSCURRENT" not in stages:
+            sm.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=version)
+    return function_arn
+
+
 def record_scenario(server: MotoServer, scenario: Scenario, out_dir: Path) -> dict:
     endpoint = server.endpoint
     _post(f"{endpoint}/moto-api/reset")
     _post(f"{endpoint}/moto-api/seed?a=4242")
-    _post(f"{endpoint}/moto-api/config", {"lambda": {"use_docker": False}})
     admin = _clients(endpoint, app=False)
     sm = admin["secretsmanager"]
-
-    # The function and its ARN (moto's Lambda stub: invocations do nothing).
-    role = admin["iam"].create_role(
-        RoleName="pgrotate-fixture",
-        AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-        }),
-    )["Role"]["Arn"]
-    function_arn = admin["lambda"].create_function(
-        FunctionName=FUNCTION, Runtime="provided.al2023", Role=role, Handler="bootstrap",
-        Code={"ZipFile": _stub_zip()},
-    )["FunctionArn"]
 
     key = master_key = None
     if scenario.kms:
@@ -169,11 +198,8 @@ def record_scenario(server: MotoServer, scenario: Scenario, out_dir: Path) -> di
     # A neighbour the function must never touch.
     sm.create_secret(Name=NEIGHBOUR_NAME, SecretString=_secret_json("other_user", None), **kwargs)
 
-    # Configure rotation: sets RotationLambdaARN (and, in moto, runs the stub's testSecret).
-    sm.rotate_secret(
-        SecretId=rotated_arn, RotationLambdaARN=function_arn,
-        RotationRules={"AutomaticallyAfterDays": 30}, RotateImmediately=False,
-    )
+    # Configure rotation with the function: sets RotationLambdaARN.
+    attach_rotation_function(endpoint, rotated_arn, FUNCTION)
     current_version = next(
         v for v, stages in sm.describe_secret(SecretId=rotated_arn)["VersionIdsToStages"].items()
         if "AWSCURRENT" in stages

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policy.cfn import ACCOUNT, REGION, TemplateError, load_template, render
+from policy.cfn import ACCOUNT, REGION, TemplateError, check_sam_transform, load_template, render
 from policy.matrix import EXAMPLE_ARNS, SCENARIOS, Arns, Scenario, config_names, parameters
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     written: list[str] = []
     try:
+        check_sam_transform(template)
+        print("render: SAM's transform adds no resource, role or policy to the template")
         if args.examples:
             written += render_examples(template, out)
         for directory in args.recordings:

@@ -21,7 +21,26 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from policy.cfn import TemplateError, load_template, render
 from policy.evaluate import Failures, evaluate_config
+from policy.matrix import EXAMPLE_ARNS
+
+REPO = Path(__file__).resolve().parent.parent
+_SECRET = EXAMPLE_ARNS.rotated[0]
+# Parameter sets CloudFormation must refuse (AllowedPattern / Rules of template.yaml), so that
+# no deployment can widen the role by a parameter.
+REFUSED = [
+    ("alternating-users without MasterSecretArn", {"RotationStrategy": "alternating-users", "SecretArns": _SECRET}),
+    ("MasterKmsKeyArn without MasterSecretArn", {"SecretArns": _SECRET, "MasterKmsKeyArn": EXAMPLE_ARNS.key}),
+    ("subnets without security groups", {"SecretArns": _SECRET, "VpcSubnetIds": "subnet-0a1b2c3d"}),
+    ("no SecretArns", {"SecretArns": ""}),
+    ("a * in SecretArns", {"SecretArns": _SECRET.replace("??????", "*")}),
+    ("a secret ARN and an empty entry", {"SecretArns": _SECRET + ","}),
+    ("a * as MasterSecretArn", {"SecretArns": _SECRET, "MasterSecretArn": "*"}),
+    ("a KMS alias instead of a key ARN", {"SecretArns": _SECRET,
+                                          "KmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/secrets"}),
+    ("an unknown strategy", {"SecretArns": _SECRET, "RotationStrategy": "multi-user"}),
+]
 
 CONFIGS = ["fixture/alternating-users-kms-vpc", "fixture/single-user-master-kms"]
 
@@ -160,6 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_config(config_id, root, by_config[config_id], failures)
         if failures.items:
             problems.append(f"{config_id}: fails before any mutation: {failures.items[:3]}")
+    template = load_template(REPO / "template.yaml")
+    try:
+        render(template, {"SecretArns": _SECRET})
+    except TemplateError as e:
+        problems.append(f"the minimal parameter set (SecretArns only) is refused: {e}")
+    for name, params in REFUSED:
+        try:
+            render(template, params)
+        except TemplateError as e:
+            print(f"selftest: refused parameter set '{name}': {e}")
+        else:
+            problems.append(f"parameter set '{name}' is accepted by the template; it must be refused")
     checked = 0
     with tempfile.TemporaryDirectory(prefix="pgrotate-selftest-") as tmp:
         for name, configs, mutate, expected in MUTATIONS:
