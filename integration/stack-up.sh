@@ -363,7 +363,9 @@ for attempt in 1 2 3 4 5; do
     port="$(free_port)"
     # sh records its own pid, then becomes moto_server (exec keeps the pid).
     # shellcheck disable=SC2016 # $$ and $@ are for the inner sh
-    (close_extra_fds && exec ${SETSID[@]+"${SETSID[@]}"} sh -c 'echo $$ >"$1"; shift; exec "$@"' sh \
+    # moto's request recorder (used by the policy proof) writes its file into the state dir.
+    (close_extra_fds && MOTO_RECORDER_FILEPATH="$STATE_DIR/moto_recording" \
+        exec ${SETSID[@]+"${SETSID[@]}"} sh -c 'echo $$ >"$1"; shift; exec "$@"' sh \
         "$STATE_DIR/moto.pid" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port") >>"$MOTO_LOG" 2>&1 </dev/null &
     bgpid=$!
     waited=0
