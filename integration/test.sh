@@ -91,8 +91,9 @@ step "cargo test --release" cargo test --release --no-fail-fast "$@"
 # script exists, so the list can grow without editing the steps above.
 if [ -f "$HERE/policy-proof.sh" ]; then
     if [ "$#" -eq 0 ]; then
-        # A full run must prove the policy against the requests the real binary made.
-        PGROTATE_RECORDINGS="target/recordings/e2e" \
+        # A full run proves the policy against the requests the real binary made, and builds
+        # the function with `sam build` from the template.
+        PGROTATE_RECORDINGS="target/recordings/e2e" PGROTATE_SAM_BUILD=1 \
             step "integration/policy-proof.sh" bash "$HERE/policy-proof.sh"
     else
         step "integration/policy-proof.sh (fixture only: cargo test was filtered)" \
