@@ -649,3 +649,24 @@ async fn a_failure_at_any_secrets_manager_call_is_finished_by_a_retry() {
         }
     }
 }
+
+#[tokio::test]
+async fn test_secret_alone_checks_the_configuration_when_rotation_is_not_immediate() {
+    // RotateSecret with RotateImmediately=false: the pending version is a copy of the current
+    // one and only testSecret runs; it must pass and leave labels and passwords alone.
+    for strategy in ["single-user", "alternating-users"] {
+        let r = rotator_for(strategy);
+        let current = r.store().value(ARN, "AWSCURRENT").unwrap();
+        r.store().start_rotation(ARN, "t1");
+        r.store().put_version(ARN, "t1", &current, &["AWSPENDING"]);
+        let labels = r.store().labels(ARN);
+        r.handle(&event("testSecret", "t1")).await.unwrap();
+        assert_eq!(r.store().labels(ARN), labels, "{strategy}");
+        assert_eq!(
+            r.database().password("app").unwrap(),
+            "old-pw",
+            "{strategy}"
+        );
+        assert_eq!(r.database().state.lock().unwrap().password_changes, 0);
+    }
+}
