@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::secret::SslMode;
+use crate::secret::{DbSecret, SslMode};
 
 /// Everything needed to open one connection.
 #[derive(Clone)]
@@ -33,6 +33,18 @@ impl std::fmt::Debug for DbLogin {
 }
 
 impl DbLogin {
+    /// The connection a secret describes: its own `ssl` mode, else `default_ssl`.
+    pub fn from_secret(secret: &DbSecret, default_ssl: SslMode) -> DbLogin {
+        DbLogin {
+            host: secret.host.clone(),
+            port: secret.port,
+            dbname: secret.dbname.clone(),
+            username: secret.username.clone(),
+            password: secret.password.clone(),
+            ssl: secret.ssl.unwrap_or(default_ssl),
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("{}:{}/{}", self.host, self.port, self.dbname)
     }

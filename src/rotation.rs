@@ -190,14 +190,7 @@ where
     }
 
     fn login(&self, secret: &DbSecret) -> DbLogin {
-        DbLogin {
-            host: secret.host.clone(),
-            port: secret.port,
-            dbname: secret.dbname.clone(),
-            username: secret.username.clone(),
-            password: secret.password.clone(),
-            ssl: secret.ssl.unwrap_or(self.config.default_ssl),
-        }
+        DbLogin::from_secret(secret, self.config.default_ssl)
     }
 
     /// The user the pending secret must name.

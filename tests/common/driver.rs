@@ -463,14 +463,7 @@ impl Login {
 /// The connection the secret describes, as the function makes it (TLS verify-full by default).
 pub fn secret_login(secret: &Value) -> Result<DbLogin, String> {
     let parsed = DbSecret::parse(&SecretString::from(secret.to_string()))?;
-    Ok(DbLogin {
-        host: parsed.host,
-        port: parsed.port,
-        dbname: parsed.dbname,
-        username: parsed.username,
-        password: parsed.password,
-        ssl: parsed.ssl.unwrap_or(SslMode::VerifyFull),
-    })
+    Ok(DbLogin::from_secret(&parsed, SslMode::VerifyFull))
 }
 
 /// Logs in with the secret's credentials and reads `session_user`.
