@@ -219,9 +219,9 @@ impl Postgres {
     async fn execute(
         connection: &mut PgConnection,
         login: &DbLogin,
-        sql: &str,
+        sql: String,
     ) -> Result<(), DbError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *connection)
             .await
             .map(|_| ())
@@ -258,7 +258,7 @@ impl Postgres {
                 quote_literal(verifier.expose_secret())
             )
         };
-        Self::execute(connection, master, &sql).await?;
+        Self::execute(connection, master, sql).await?;
 
         let primary = quote_ident(change.primary);
         let clone = quote_ident(change.clone);
@@ -280,12 +280,7 @@ impl Postgres {
             .map_err(fail)?
             .is_some()
         {
-            Self::execute(
-                connection,
-                master,
-                &format!("REVOKE {clone} FROM {primary}"),
-            )
-            .await?;
+            Self::execute(connection, master, format!("REVOKE {clone} FROM {primary}")).await?;
         }
         if member_of(change.primary, change.clone)
             .fetch_optional(&mut *connection)
@@ -293,7 +288,7 @@ impl Postgres {
             .map_err(fail)?
             .is_none()
         {
-            Self::execute(connection, master, &format!("GRANT {primary} TO {clone}")).await?;
+            Self::execute(connection, master, format!("GRANT {primary} TO {clone}")).await?;
         }
 
         let settings: Vec<String> = sqlx::query(
@@ -308,17 +303,17 @@ impl Postgres {
         .iter()
         .map(|row| row.get::<String, _>("entry"))
         .collect();
-        Self::execute(connection, master, &format!("ALTER ROLE {clone} RESET ALL")).await?;
+        Self::execute(connection, master, format!("ALTER ROLE {clone} RESET ALL")).await?;
         for entry in settings.iter().filter(|e| !e.starts_with("role=")) {
             if let Some(sql) = set_role_setting_sql(change.clone, entry) {
-                Self::execute(connection, master, &sql).await?;
+                Self::execute(connection, master, sql).await?;
             }
         }
         if change.clone_default_role {
             Self::execute(
                 connection,
                 master,
-                &format!(
+                format!(
                     "ALTER ROLE {clone} SET role TO {}",
                     quote_literal(change.primary)
                 ),
@@ -363,7 +358,7 @@ impl Database for Postgres {
             "SET ROLE NONE; {}",
             alter_password_sql(&login.username, &scram_verifier(new_password))
         );
-        Self::execute(&mut connection, login, &sql).await?;
+        Self::execute(&mut connection, login, sql).await?;
         let _ = connection.close().await;
         Ok(())
     }
@@ -376,7 +371,7 @@ impl Database for Postgres {
     ) -> Result<(), DbError> {
         let mut connection = self.connect(master).await?;
         let sql = alter_password_sql(user, &scram_verifier(new_password));
-        Self::execute(&mut connection, master, &sql).await?;
+        Self::execute(&mut connection, master, sql).await?;
         let _ = connection.close().await;
         Ok(())
     }
