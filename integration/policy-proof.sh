@@ -7,21 +7,21 @@
 #   render     the role policy, trust policy, Lambda resource policy and KMS key policy
 #              statements for the matrix single/alternating x KMS/no KMS x VPC/no VPC (+ the
 #              single-user master fallback), under target/policy/
-#   dynamic    fixture recordings made through moto's recorder (policy/fixture.py), plus the
+#   dynamic    fixture recordings made through moto's recorder (integration/policy/fixture.py), plus the
 #              end-to-end suite's recordings when PGROTATE_RECORDINGS names them, converted to
-#              IAM requests and evaluated with principalmapper (policy/evaluate.py): every
+#              IAM requests and evaluated with principalmapper (integration/policy/evaluate.py): every
 #              request allowed, every grant used, neighbours denied, every statement needed;
-#              then policy/selftest.py checks the evaluator catches known-bad policies
+#              then integration/policy/selftest.py checks the evaluator catches known-bad policies
 #   sam build  only with PGROTATE_SAM_BUILD=1 (slow: a release build of the crate), see
-#              policy/sam-build.sh
+#              integration/policy/sam-build.sh
 #
 # Environment:
 #   PGROTATE_VENV        virtualenv with integration/requirements.txt (default <repo>/.venv;
 #                        integration/install-deps.sh creates it)
 #   PGROTATE_RECORDINGS  optional, colon separated: recording sets (directories with
-#                        <name>.moto.jsonl + <name>.meta.json, see policy/recording.py) or
+#                        <name>.moto.jsonl + <name>.meta.json, see integration/policy/recording.py) or
 #                        directories of such sets. Evaluated in addition to the fixture.
-#   PGROTATE_SAM_BUILD   1 to also run `sam build` (x86_64 here, see policy/sam-build.sh)
+#   PGROTATE_SAM_BUILD   1 to also run `sam build` (x86_64 here, see integration/policy/sam-build.sh)
 #
 # Exit status: 0 when every step passed. The last line reads "policy-proof: N of M checks passed"
 # (not the "N passed, N failed" form, which CI would read as the test count).
@@ -43,8 +43,8 @@ export __SAM_CLI_APP_DIR="$REPO/target/sam/app-dir"
 mkdir -p "$__SAM_CLI_APP_DIR"
 printf '{"telemetryEnabled": false, "lastVersionCheck": %s}\n' "$(date +%s)" >"$__SAM_CLI_APP_DIR/metadata.json"
 export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in policy/
+export PYTHONPATH="$REPO/integration${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in integration/policy/
 
 passed=0
 failed=0
@@ -195,7 +195,7 @@ step "evaluator self-test" "$PY" -m policy.selftest --policy "$OUT" --requests "
 
 # --- sam build (optional) --------------------------------------------------------------
 if [ "${PGROTATE_SAM_BUILD:-0}" = "1" ]; then
-    step "sam build" bash "$REPO/policy/sam-build.sh"
+    step "sam build" bash "$REPO/integration/policy/sam-build.sh"
 fi
 
 finish

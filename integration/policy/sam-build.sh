@@ -13,7 +13,7 @@
 # target/sam/build/Function/bootstrap; a cold release build takes a few minutes on 2 cores.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${PGROTATE_VENV:-$REPO/.venv}"
 ARCH="${PGROTATE_SAM_ARCH:-x86_64}"
 BUILD_DIR="$REPO/target/sam/build"

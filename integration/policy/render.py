@@ -29,7 +29,7 @@ from typing import Any
 from policy.cfn import ACCOUNT, REGION, TemplateError, check_sam_transform, load_template, render
 from policy.matrix import EXAMPLE_ARNS, SCENARIOS, Arns, Scenario, config_names, parameters
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "target" / "policy"
 
 

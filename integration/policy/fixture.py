@@ -42,7 +42,7 @@ from pathlib import Path
 from policy.matrix import ALTERNATING, SCENARIOS, Scenario
 from policy.recording import capture
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 FUNCTION = "pgrotate"
 ROTATED_NAME = "pgrotate/app-user"

@@ -25,7 +25,7 @@ from policy.cfn import TemplateError, load_template, render
 from policy.evaluate import Failures, evaluate_config
 from policy.matrix import EXAMPLE_ARNS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 _SECRET = EXAMPLE_ARNS.rotated[0]
 # Parameter sets CloudFormation must refuse (AllowedPattern / Rules of template.yaml), so that
 # no deployment can widen the role by a parameter.
