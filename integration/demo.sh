@@ -6,7 +6,7 @@
 # installs what is missing (integration/install-deps.sh), starts the local stack
 # (integration/stack-up.sh: TLS PostgreSQL with SCRAM, the Secrets Manager emulator) unless one
 # is already running from the same state dir, builds the Lambda binary and the demo, then runs
-# examples/demo.rs: a new database with the migrations applied, a single-user and an
+# integration/demo.rs: a new database with the migrations applied, a single-user and an
 # alternating-users secret, each rotated twice through the release Lambda binary under a
 # Lambda runtime API emulator, with the labels, the current user and a login check of the old
 # and new credentials printed after every rotation. No password is printed. A stack started

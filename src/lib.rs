@@ -3,24 +3,23 @@
 //! Module map (data flows one way: entry point → `rotation` → ports → back):
 //! - [`event`]: the rotation event, `RotationToken` redacted.
 //! - [`config`]: environment settings, validated once at start-up.
-//! - [`secret`]: the secret JSON, typed over an order-preserving map.
+//! - [`secret`]: the secret JSON, typed over an order-preserving map; the `RoleName` newtype.
 //! - [`password`]: the password generator.
-//! - [`store`]: the `SecretStore` port and the Secrets Manager adapter.
-//! - [`memory`]: an in-memory `SecretStore` with real label semantics, for tests.
-//! - [`db`]: the `Database` port and its failure kinds.
-//! - [`postgres`]: the PostgreSQL adapter (TLS, SCRAM verifiers, the alternating pair).
+//! - [`store`]: the `SecretStore` port, the Secrets Manager adapter and (feature `test-util`)
+//!   an in-memory store with real label semantics.
+//! - [`db`]: the `Database` port, the PostgreSQL adapter and the pure SQL builders.
 //! - [`rotation`]: the four steps and their checks, generic over both ports.
 //! - [`logging`]: tracing set-up that never lets a dependency log secrets.
-//! - [`error`]: the error type.
+//! - `error`: the error type.
+//!
+//! Modules are public only where a binary or an integration test reaches into them.
 
 pub mod config;
 pub mod db;
-pub mod error;
+mod error;
 pub mod event;
 pub mod logging;
-pub mod memory;
 pub mod password;
-pub mod postgres;
 pub mod rotation;
 pub mod secret;
 pub mod store;

@@ -41,13 +41,68 @@ pub const ENGINES: [&str; 2] = ["postgres", "aurora-postgresql"];
 /// PostgreSQL's NAMEDATALEN - 1: longer identifiers are silently truncated by the server.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// A PostgreSQL role name known to be usable in SQL: non-empty, at most 63 bytes (longer
+/// names would be silently truncated by the server), no NUL. Parsed once, from the secret,
+/// and carried to every place that builds SQL, where it is always quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleName(String);
+
+impl RoleName {
+    /// Validates a role name; the error says what is wrong (the name is not a secret).
+    pub fn parse(name: &str) -> Result<RoleName, String> {
+        if name.is_empty() {
+            return Err("a role name must not be empty".into());
+        }
+        if name.contains('\0') {
+            return Err(
+                "a role name must not contain a NUL character, which PostgreSQL does not allow"
+                    .into(),
+            );
+        }
+        if name.len() > MAX_IDENTIFIER_BYTES {
+            return Err(format!(
+                "it is {} bytes long; PostgreSQL role names are at most {MAX_IDENTIFIER_BYTES} bytes",
+                name.len()
+            ));
+        }
+        Ok(RoleName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a quoted SQL identifier.
+    pub fn quoted(&self) -> String {
+        crate::db::sql::quote_ident(&self.0)
+    }
+}
+
+impl std::fmt::Display for RoleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for RoleName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RoleName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// A database secret (the rotated one, or the pending copy of it).
 pub struct DbSecret {
     fields: Map<String, Value>,
     pub engine: String,
     pub host: String,
     pub port: u16,
-    pub username: String,
+    pub username: RoleName,
     pub password: SecretString,
     pub dbname: String,
     pub ssl: Option<SslMode>,
@@ -103,20 +158,9 @@ fn parse_password(map: &Map<String, Value>) -> Result<SecretString, String> {
     }
 }
 
-fn parse_username(map: &Map<String, Value>) -> Result<String, String> {
+fn parse_username(map: &Map<String, Value>) -> Result<RoleName, String> {
     let name = required_string(map, "username")?;
-    if name.contains('\0') {
-        return Err(
-            "field \"username\" contains a NUL character, which PostgreSQL does not allow".into(),
-        );
-    }
-    if name.len() > MAX_IDENTIFIER_BYTES {
-        return Err(format!(
-            "field \"username\" is {} bytes long; PostgreSQL user names are at most {MAX_IDENTIFIER_BYTES} bytes",
-            name.len()
-        ));
-    }
-    Ok(name)
+    RoleName::parse(&name).map_err(|problem| format!("field \"username\" is not usable: {problem}"))
 }
 
 fn parse_port(map: &Map<String, Value>) -> Result<Option<u16>, String> {
@@ -180,7 +224,7 @@ impl DbSecret {
 
     /// The same JSON, every other field kept in its place, with a new password (and, for
     /// alternating users, a new user name).
-    pub fn with_credentials(&self, username: &str, password: &SecretString) -> SecretString {
+    pub fn with_credentials(&self, username: &RoleName, password: &SecretString) -> SecretString {
         let mut fields = self.fields.clone();
         fields.insert("username".into(), Value::String(username.to_string()));
         fields.insert(
@@ -196,7 +240,7 @@ impl DbSecret {
 /// master always logs in to the user's database.
 #[derive(Debug)]
 pub struct MasterSecret {
-    pub username: String,
+    pub username: RoleName,
     pub password: SecretString,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -337,7 +381,10 @@ mod tests {
     fn new_credentials_keep_every_other_field_in_order() {
         let raw = r#"{"zeta":1,"engine":"postgres","host":"db","username":"u","password":"old","nested":{"b":2,"a":1},"alpha":"x"}"#;
         let s = DbSecret::parse(&secret(raw)).unwrap();
-        let pending = s.with_credentials("u_clone", &SecretString::from("new\"pw\\".to_string()));
+        let pending = s.with_credentials(
+            &RoleName::parse("u_clone").unwrap(),
+            &SecretString::from("new\"pw\\".to_string()),
+        );
         assert_eq!(
             pending.expose_secret(),
             r#"{"zeta":1,"engine":"postgres","host":"db","username":"u_clone","password":"new\"pw\\","nested":{"b":2,"a":1},"alpha":"x"}"#

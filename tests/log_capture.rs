@@ -1,6 +1,7 @@
 //! Whole rotations, both strategies, at TRACE (JSON and text are the same events), with the
 //! log output captured: no password, SCRAM verifier, RotationToken or secret JSON appears,
 //! while every step's summary line does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::{Stack, unique};
-use pgrotate::memory::MemoryStore;
+use pgrotate::store::MemoryStore;
 use pgrotate::{Config, RotationEvent, Rotator};
 use serde_json::{Value, json};
 use tracing_subscriber::filter::LevelFilter;

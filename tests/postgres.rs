@@ -2,17 +2,19 @@
 //! user and as master, the alternating pair kept equivalent, awkward user names and
 //! passwords, no plaintext password in the server's statement log, and every TLS mode against
 //! a TLS and a plaintext server with its own failure message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Stack, try_query, unique};
+use common::{Stack, role, try_query, unique};
+use pgrotate::db::Postgres;
+use pgrotate::db::sql::quote_ident;
 use pgrotate::db::{AlternateChange, Database, DbFailure, DbLogin};
-use pgrotate::memory::MemoryStore;
 use pgrotate::password::PUNCTUATION;
-use pgrotate::postgres::{Postgres, quote_ident};
 use pgrotate::secret::SslMode;
+use pgrotate::store::MemoryStore;
 use pgrotate::{Config, RotationEvent, Rotator};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -53,7 +55,11 @@ async fn the_master_user_sets_another_users_password() {
     stack.create_app_user(&user, "forgotten").await;
     stack
         .postgres()
-        .set_password_as_master(&stack.admin_login(&db), &user, &secret("reset-by-master"))
+        .set_password_as_master(
+            &stack.admin_login(&db),
+            &role(&user),
+            &secret("reset-by-master"),
+        )
         .await
         .unwrap();
     assert!(logs_in(&stack, &stack.login(&db, &user, "reset-by-master")).await);
@@ -74,9 +80,13 @@ async fn the_password_reaches_the_server_only_as_a_scram_verifier() {
     .await
     .unwrap();
     let master_password = format!("Master-Set-{}", uuid::Uuid::new_v4().simple());
-    pg.set_password_as_master(&stack.admin_login(&db), &user, &secret(&master_password))
-        .await
-        .unwrap();
+    pg.set_password_as_master(
+        &stack.admin_login(&db),
+        &role(&user),
+        &secret(&master_password),
+    )
+    .await
+    .unwrap();
     // The statement log is written asynchronously by the server's logger: wait for our
     // statements to show up before looking for what must not.
     let quoted = quote_ident(&user);
@@ -227,9 +237,9 @@ async fn the_clone_is_created_and_kept_equivalent_to_the_primary() {
     let pg = stack.postgres();
     let master = stack.admin_login(&db);
     let change = AlternateChange {
-        primary: &primary,
-        clone: &clone,
-        target: &clone,
+        primary: &role(&primary),
+        clone: &role(&clone),
+        target: &role(&clone),
         clone_default_role: true,
     };
     pg.set_alternate_password(&master, &change, &secret("clone-pw"))
@@ -341,9 +351,9 @@ async fn a_circular_pair_left_by_the_reference_function_is_repaired() {
         )
         .await;
     let change = AlternateChange {
-        primary: &primary,
-        clone: &clone,
-        target: &primary,
+        primary: &role(&primary),
+        clone: &role(&clone),
+        target: &role(&primary),
         clone_default_role: false,
     };
     stack
@@ -371,9 +381,9 @@ async fn a_failed_alternate_change_rolls_back_completely() {
     let clone = format!("{primary}_clone");
     // No primary user exists: the GRANT fails after the CREATE ROLE of the clone.
     let change = AlternateChange {
-        primary: &primary,
-        clone: &clone,
-        target: &clone,
+        primary: &role(&primary),
+        clone: &role(&clone),
+        target: &role(&clone),
         clone_default_role: true,
     };
     let err = stack

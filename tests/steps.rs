@@ -1,13 +1,15 @@
 //! Step logic against the in-memory store (real label semantics, counted calls, injected
 //! failures) and an in-memory database: every step, both strategies, the checks before every
 //! step, retries, and the Secrets Manager call budget.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use pgrotate::db::{AlternateChange, Database, DbError, DbFailure, DbLogin};
-use pgrotate::memory::{MemoryStore, Op};
+use pgrotate::secret::RoleName;
 use pgrotate::store::StoreErrorKind;
+use pgrotate::store::{MemoryStore, Op};
 use pgrotate::{Config, Error, RotationEvent, Rotator};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -58,7 +60,7 @@ impl FakeDb {
                 DbFailure::Unreachable("connection refused".into()),
             ));
         }
-        match s.passwords.get(&login.username) {
+        match s.passwords.get(login.username.as_str()) {
             Some(p) if p == login.password.expose_secret() => Ok(()),
             _ => Err(DbError::new(login, DbFailure::AuthFailed)),
         }
@@ -75,22 +77,22 @@ impl Database for FakeDb {
     }
     async fn session_user(&self, login: &DbLogin) -> Result<String, DbError> {
         self.check(login)?;
-        Ok(login.username.clone())
+        Ok(login.username.to_string())
     }
     async fn set_own_password(&self, login: &DbLogin, new: &SecretString) -> Result<(), DbError> {
         self.check(login)?;
-        self.set(&login.username, new.expose_secret());
+        self.set(login.username.as_str(), new.expose_secret());
         self.state.lock().unwrap().password_changes += 1;
         Ok(())
     }
     async fn set_password_as_master(
         &self,
         master: &DbLogin,
-        user: &str,
+        user: &RoleName,
         new: &SecretString,
     ) -> Result<(), DbError> {
         self.check(master)?;
-        self.set(user, new.expose_secret());
+        self.set(user.as_str(), new.expose_secret());
         self.state.lock().unwrap().password_changes += 1;
         Ok(())
     }
@@ -103,14 +105,14 @@ impl Database for FakeDb {
         self.check(master)?;
         let mut s = self.state.lock().unwrap();
         s.passwords
-            .insert(change.target.into(), new.expose_secret().into());
+            .insert(change.target.to_string(), new.expose_secret().into());
         let pair = (change.primary.to_string(), change.clone.to_string());
         if !s.members.contains(&pair) {
             s.members.push(pair);
         }
         if change.clone_default_role {
             s.default_role
-                .insert(change.clone.into(), change.primary.into());
+                .insert(change.clone.to_string(), change.primary.to_string());
         }
         s.password_changes += 1;
         Ok(())

@@ -1,5 +1,6 @@
 //! The Secrets Manager adapter's failure reporting: an endpoint that cannot be reached fails
 //! within the configured bound, says so, and points at the VPC endpoint or NAT gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -11,13 +12,13 @@ async fn an_unreachable_secrets_manager_fails_fast_and_suggests_a_vpc_endpoint()
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     // Credentials and region only need to exist: nothing reaches a real service.
-    // SAFETY: the only test of this binary, run before any other thread reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", "us-east-1");
-    }
-    let store = AwsSecretStore::from_env(
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ));
+    let store = AwsSecretStore::load(
+        loader,
         Some(&format!("http://127.0.0.1:{port}")),
         Duration::from_secs(2),
     )

@@ -2,7 +2,7 @@
 //! Manager client and the database adapter once per process, then serves rotation events.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use pgrotate::postgres::Postgres;
+use pgrotate::db::Postgres;
 use pgrotate::store::AwsSecretStore;
 use pgrotate::{Config, Error, RotationEvent, Rotator};
 use serde_json::Value;

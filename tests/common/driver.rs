@@ -8,7 +8,7 @@
 //! state change (the token version labelled `AWSPENDING`, no value, rotation enabled) and
 //! fails with `ResourceNotFoundException` "Resource not found for ARN"; that one error counts
 //! as success. The steps are invoked in-process ([`InProcess`], a `Rotator` over the real
-//! Secrets Manager adapter) or through the release binary ([`crate::lambda::Lambda`]).
+//! Secrets Manager adapter) or through the release binary ([`super::lambda::Lambda`]).
 //!
 //! Also here: the emulator's KMS (customer managed keys), its request recorder, and checks of
 //! a secret's credentials against the database.
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use pgrotate::db::Postgres;
 use pgrotate::db::{Database, DbLogin};
-use pgrotate::postgres::Postgres;
 use pgrotate::secret::{DbSecret, SslMode};
 use pgrotate::store::AwsSecretStore;
 use pgrotate::{Config, RotationEvent, Rotator, Strategy};
@@ -30,10 +30,10 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::Stack;
-use crate::lambda::{self, Lambda, Outcome};
+use super::Stack;
+use super::lambda::{self, Lambda, Outcome};
 
-pub use crate::lambda::REGION;
+pub use super::lambda::REGION;
 
 pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 

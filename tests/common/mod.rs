@@ -1,17 +1,27 @@
 //! Test support shared by the integration test binaries: the local stack's coordinates (from
 //! the environment `integration/stack-up.sh` writes), fresh databases and users with random
 //! names, and admin SQL.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod driver;
+pub mod lambda;
+pub mod world;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use pgrotate::db::DbLogin;
-use pgrotate::postgres::{Postgres, quote_ident, quote_literal};
+use pgrotate::db::Postgres;
+use pgrotate::db::sql::{quote_ident, quote_literal};
 use pgrotate::secret::SslMode;
 use secrecy::SecretString;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+
+/// A role name for the adapter's API (test names are always valid).
+pub fn role(name: &str) -> pgrotate::secret::RoleName {
+    pgrotate::secret::RoleName::parse(name).expect("a valid role name")
+}
 
 /// Where the local stack runs.
 #[derive(Debug, Clone)]
@@ -68,7 +78,7 @@ impl Stack {
             host: self.host.clone(),
             port: self.port,
             dbname: dbname.to_string(),
-            username: user.to_string(),
+            username: pgrotate::secret::RoleName::parse(user).expect("a valid role name"),
             password: SecretString::from(password.to_string()),
             ssl: SslMode::VerifyFull,
         }

@@ -1,5 +1,7 @@
 //! An in-memory [`SecretStore`] for tests: real staging-label semantics, a log of every call,
 //! and failures that can be injected at any call.
+// A test double: a poisoned lock or a secret a test never created is a bug in that test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -1,51 +1,22 @@
-//! The four rotation steps and the checks before them, for both strategies, written against
-//! the [`SecretStore`] and [`Database`] ports only.
+//! The four rotation steps and the checks before every step, written against the
+//! [`SecretStore`] and [`Database`] ports only. setSecret's strategies live in [`single`] and
+//! [`alternating`].
 
 use std::time::Instant;
 
 use secrecy::SecretString;
 
 use crate::config::{Config, Strategy};
-use crate::db::{AlternateChange, Database, DbLogin};
+use crate::db::{Database, DbLogin};
 use crate::error::Error;
 use crate::event::{RotationEvent, Step};
-use crate::secret::{DbSecret, MAX_IDENTIFIER_BYTES, MasterSecret};
-use crate::store::{
-    AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretDescription, SecretStore, VersionRef,
-};
+use crate::secret::{DbSecret, MasterSecret, RoleName};
+use crate::store::{AWSCURRENT, AWSPENDING, SecretDescription, SecretStore, VersionRef};
 
-const CLONE_SUFFIX: &str = "_clone";
+mod alternating;
+mod single;
 
-/// The other user of an alternating pair: `name_clone` for `name`, `name` for `name_clone`.
-pub fn alternate_name(name: &str) -> Result<String, Error> {
-    if let Some(primary) = name.strip_suffix(CLONE_SUFFIX) {
-        if primary.is_empty() {
-            return Err(Error::Config(
-                "the user name \"_clone\" has no primary user to alternate with: rename the user"
-                    .into(),
-            ));
-        }
-        return Ok(primary.to_string());
-    }
-    let clone = format!("{name}{CLONE_SUFFIX}");
-    if clone.len() > MAX_IDENTIFIER_BYTES {
-        return Err(Error::CloneNameTooLong {
-            name: name.to_string(),
-            clone_len: clone.len(),
-        });
-    }
-    Ok(clone)
-}
-
-/// The pair a user name belongs to: (primary, clone).
-fn pair_of(name: &str) -> Result<(String, String), Error> {
-    let other = alternate_name(name)?;
-    if name.ends_with(CLONE_SUFFIX) {
-        Ok((other, name.to_string()))
-    } else {
-        Ok((name.to_string(), other))
-    }
-}
+pub use alternating::alternate_name;
 
 /// What one step did, for its log line.
 #[derive(Debug, Default)]
@@ -58,7 +29,7 @@ struct StepLog {
 
 impl StepLog {
     fn describe(&mut self, secret: &DbSecret) {
-        self.user = Some(secret.username.clone());
+        self.user = Some(secret.username.to_string());
         self.host = Some(format!("{}:{}", secret.host, secret.port));
     }
 }
@@ -162,7 +133,12 @@ where
         }
     }
 
-    fn parse_secret(&self, arn: &str, label: &str, raw: &SecretString) -> Result<DbSecret, Error> {
+    pub(super) fn parse_secret(
+        &self,
+        arn: &str,
+        label: &str,
+        raw: &SecretString,
+    ) -> Result<DbSecret, Error> {
         let secret = DbSecret::parse(raw).map_err(|problem| Error::SecretFormat {
             secret: arn.to_string(),
             label: label.to_string(),
@@ -189,12 +165,12 @@ where
         self.parse_secret(arn, label, &raw)
     }
 
-    fn login(&self, secret: &DbSecret) -> DbLogin {
+    pub(super) fn login(&self, secret: &DbSecret) -> DbLogin {
         DbLogin::from_secret(secret, self.config.default_ssl)
     }
 
     /// The user the pending secret must name.
-    fn expected_pending_user(&self, current: &DbSecret) -> Result<String, Error> {
+    fn expected_pending_user(&self, current: &DbSecret) -> Result<RoleName, Error> {
         match self.config.strategy {
             Strategy::SingleUser => Ok(current.username.clone()),
             Strategy::AlternatingUsers => alternate_name(&current.username),
@@ -266,8 +242,9 @@ where
         let expected_user = self.expected_pending_user(current)?;
         if pending.username != expected_user {
             return Err(Error::PendingMismatch(format!(
-                "it names user {:?}, expected {expected_user:?}",
-                pending.username
+                "it names user {:?}, expected {:?}",
+                pending.username.as_str(),
+                expected_user.as_str()
             )));
         }
         if !pending.host.eq_ignore_ascii_case(&current.host) {
@@ -291,111 +268,9 @@ where
         Ok(())
     }
 
-    async fn set_single_user(
-        &self,
-        arn: &str,
-        current: &DbSecret,
-        pending: &DbSecret,
-        log: &mut StepLog,
-    ) -> Result<(), Error> {
-        let mut tried = Vec::new();
-        let mut login = self.login(current);
-        match self.db.set_own_password(&login, &pending.password).await {
-            Ok(()) => {
-                log.outcome = "password changed with the current credentials";
-                return Ok(());
-            }
-            Err(e) if e.is_auth_failure() => {
-                tracing::debug!(user = %current.username, "AWSCURRENT refused, trying AWSPREVIOUS");
-                tried.push("AWSCURRENT (password refused)")
-            }
-            Err(e) => return Err(e.into()),
-        }
-
-        // An earlier rotation may have changed the password without finishing; its old
-        // password is then in AWSPREVIOUS. Read it only now, so the normal path saves the call.
-        match self
-            .store
-            .get_value(arn, VersionRef::Stage(AWSPREVIOUS))
-            .await
-        {
-            Ok(raw) => match DbSecret::parse(&raw) {
-                Ok(previous) if previous.username == current.username => {
-                    login.password = previous.password.clone();
-                    match self.db.set_own_password(&login, &pending.password).await {
-                        Ok(()) => {
-                            log.outcome = "password changed with the AWSPREVIOUS credentials";
-                            return Ok(());
-                        }
-                        Err(e) if e.is_auth_failure() => {
-                            tried.push("AWSPREVIOUS (password refused)")
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(_) => tried.push("AWSPREVIOUS (names another user: not used)"),
-                Err(_) => tried.push("AWSPREVIOUS (not a valid secret: not used)"),
-            },
-            Err(e) if e.is_not_found() => tried.push("AWSPREVIOUS (no such version)"),
-            Err(e) => return Err(e.into()),
-        }
-
-        if current.masterarn.is_some() {
-            tracing::debug!(user = %current.username, "user credentials refused, using the master secret");
-            let master = self.master_login(current).await?;
-            match self
-                .db
-                .set_password_as_master(&master, &current.username, &pending.password)
-                .await
-            {
-                Ok(()) => {
-                    log.outcome = "password changed by the master user";
-                    return Ok(());
-                }
-                Err(e) if e.is_auth_failure() => tried.push("the master secret (password refused)"),
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            tried.push("no masterarn in the secret for a master fallback");
-        }
-        Err(Error::NoWorkingCredentials {
-            user: current.username.clone(),
-            tried: tried.join(", "),
-        })
-    }
-
-    async fn set_alternating(
-        &self,
-        current: &DbSecret,
-        pending: &DbSecret,
-        log: &mut StepLog,
-    ) -> Result<(), Error> {
-        // Only a user whose credentials work may have its partner's password changed: a
-        // secret pointing at an arbitrary user name cannot steer the master user.
-        if !self.db.can_log_in(&self.login(current)).await? {
-            return Err(Error::CurrentDoesNotLogIn {
-                user: current.username.clone(),
-            });
-        }
-        let master = self.master_login(current).await?;
-        let (primary, clone) = pair_of(&current.username)?;
-        tracing::debug!(%primary, %clone, target = %pending.username, master = %master.username, "setting the alternate user's password");
-        let change = AlternateChange {
-            primary: &primary,
-            clone: &clone,
-            target: &pending.username,
-            clone_default_role: self.config.clone_default_role,
-        };
-        self.db
-            .set_alternate_password(&master, &change, &pending.password)
-            .await?;
-        log.outcome = "alternate user's password set and pair kept equivalent";
-        Ok(())
-    }
-
     /// Reads the master secret named by `masterarn` and logs in as it into the user's
     /// database; host (and port) must match the user's secret when the master names them.
-    async fn master_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
+    pub(super) async fn master_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
         let arn = user.masterarn.as_deref().unwrap_or_default();
         let master_error = |problem: String| Error::MasterSecret {
             arn: arn.to_string(),
@@ -448,16 +323,16 @@ where
             .await?;
         log.describe(&pending);
         match self.db.session_user(&self.login(&pending)).await {
-            Ok(user) if user == pending.username => {
+            Ok(user) if pending.username == user.as_str() => {
                 log.outcome = "pending credentials log in";
                 Ok(())
             }
             Ok(user) => Err(Error::WrongSessionUser {
-                expected: pending.username.clone(),
+                expected: pending.username.to_string(),
                 actual: user,
             }),
             Err(e) if e.is_auth_failure() => Err(Error::PendingDoesNotLogIn {
-                user: pending.username.clone(),
+                user: pending.username.to_string(),
             }),
             Err(e) => Err(e.into()),
         }

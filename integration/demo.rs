@@ -6,19 +6,17 @@
 //!
 //!     cargo build --release --bin pgrotate --example demo && target/release/examples/demo
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/common/driver.rs"]
-mod driver;
-#[path = "../tests/common/lambda.rs"]
-mod lambda;
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use common::driver::{Driver, Labels, Login, app_read_write, deployment, login, random_password};
+use common::lambda::Lambda;
 use common::{Stack, unique};
-use driver::{Driver, Labels, Login, app_read_write, deployment, login, random_password};
-use lambda::Lambda;
 use pgrotate::Strategy;
 use serde_json::{Value, json};
 

@@ -1,127 +1,12 @@
-//! The secret store port (the four Secrets Manager calls a rotation makes) and its adapter
-//! over the AWS SDK, which turns SDK failures into errors that say what to do.
-
-use std::future::Future;
+//! The Secrets Manager adapter of the [`SecretStore`] port, over the AWS SDK: bounded
+//! timeouts, and SDK failures turned into errors that say what to do.
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 
-pub const AWSCURRENT: &str = "AWSCURRENT";
-pub const AWSPENDING: &str = "AWSPENDING";
-pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
-
-/// What DescribeSecret tells the rotation.
-#[derive(Debug, Clone, Default)]
-pub struct SecretDescription {
-    pub arn: String,
-    /// `None` when the service left the field out (counted as enabled).
-    pub rotation_enabled: Option<bool>,
-    /// Version id → its staging labels.
-    pub versions: Vec<(String, Vec<String>)>,
-}
-
-impl SecretDescription {
-    pub fn stages_of(&self, version: &str) -> Option<&[String]> {
-        self.versions
-            .iter()
-            .find(|(id, _)| id == version)
-            .map(|(_, stages)| stages.as_slice())
-    }
-
-    pub fn version_with(&self, stage: &str) -> Option<&str> {
-        self.versions
-            .iter()
-            .find(|(_, stages)| stages.iter().any(|s| s == stage))
-            .map(|(id, _)| id.as_str())
-    }
-}
-
-/// Which value to read.
-#[derive(Debug, Clone, Copy)]
-pub enum VersionRef<'a> {
-    /// The version holding a staging label (AWSCURRENT, AWSPREVIOUS).
-    Stage(&'a str),
-    /// The rotation's own version, which must hold AWSPENDING.
-    Pending(&'a str),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreErrorKind {
-    /// ResourceNotFoundException: no such secret, version or value.
-    NotFound,
-    AccessDenied,
-    Throttled,
-    /// The endpoint could not be reached or did not answer in time.
-    Unreachable,
-    Other,
-}
-
-/// A failed Secrets Manager call.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("Secrets Manager {operation} on {secret} failed: {detail}{hint}", hint = self.hint())]
-pub struct StoreError {
-    pub operation: &'static str,
-    pub secret: String,
-    pub kind: StoreErrorKind,
-    pub detail: String,
-}
-
-impl StoreError {
-    pub fn is_not_found(&self) -> bool {
-        self.kind == StoreErrorKind::NotFound
-    }
-
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self.kind,
-            StoreErrorKind::Throttled | StoreErrorKind::Unreachable
-        )
-    }
-
-    fn hint(&self) -> &'static str {
-        match self.kind {
-            StoreErrorKind::Unreachable => {
-                " (Secrets Manager cannot be reached: a function in a VPC needs a Secrets Manager interface VPC endpoint or a NAT gateway)"
-            }
-            StoreErrorKind::AccessDenied => {
-                " (the function's execution role lacks this permission, or a KMS key policy refuses it: see the template's role)"
-            }
-            _ => "",
-        }
-    }
-}
-
-/// The calls a rotation makes. Implemented by [`AwsSecretStore`] and, for tests, by
-/// [`crate::memory::MemoryStore`].
-pub trait SecretStore {
-    fn describe(
-        &self,
-        secret_id: &str,
-    ) -> impl Future<Output = Result<SecretDescription, StoreError>> + Send;
-
-    fn get_value(
-        &self,
-        secret_id: &str,
-        version: VersionRef<'_>,
-    ) -> impl Future<Output = Result<SecretString, StoreError>> + Send;
-
-    /// PutSecretValue with the token as ClientRequestToken and the stage AWSPENDING.
-    fn put_pending(
-        &self,
-        secret_id: &str,
-        token: &str,
-        value: &SecretString,
-        rotation_token: Option<&SecretString>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// UpdateSecretVersionStage moving AWSCURRENT from `from_version` to `token`.
-    fn move_current(
-        &self,
-        secret_id: &str,
-        token: &str,
-        from_version: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
+use super::{
+    AWSCURRENT, AWSPENDING, SecretDescription, SecretStore, StoreError, StoreErrorKind, VersionRef,
+};
 
 /// The Secrets Manager adapter. Build it once per process and reuse it.
 #[derive(Debug, Clone)]
@@ -138,16 +23,30 @@ impl AwsSecretStore {
     /// `AWS_ENDPOINT_URL[_SECRETS_MANAGER]`), with bounded timeouts and `app/pgrotate` in the
     /// user agent; `endpoint` (from `SECRETS_MANAGER_ENDPOINT`) overrides the endpoint.
     pub async fn from_env(endpoint: Option<&str>, timeout: std::time::Duration) -> AwsSecretStore {
+        Self::load(
+            aws_config::defaults(aws_config::BehaviorVersion::latest()),
+            endpoint,
+            timeout,
+        )
+        .await
+    }
+
+    /// The same from a given loader (tests set region and credentials on it).
+    pub async fn load(
+        loader: aws_config::ConfigLoader,
+        endpoint: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> AwsSecretStore {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(3).min(timeout))
             .operation_attempt_timeout(timeout)
             .operation_timeout(timeout * 2)
             .build();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .app_name(aws_config::AppName::new("pgrotate").expect("a valid app name"))
-            .load()
-            .await;
+        let mut loader = loader.timeout_config(timeouts);
+        if let Ok(app_name) = aws_config::AppName::new("pgrotate") {
+            loader = loader.app_name(app_name);
+        }
+        let shared = loader.load().await;
         let mut builder = aws_sdk_secretsmanager::config::Builder::from(&shared);
         if let Some(url) = endpoint {
             builder = builder.endpoint_url(url);

@@ -1,12 +1,17 @@
 //! The database port: what the rotation needs from PostgreSQL, as a trait over plain types,
-//! and the connection failures it tells apart.
+//! and the connection failures it tells apart. Adapter: [`Postgres`]; statements: [`sql`].
 
 use std::future::Future;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::secret::{DbSecret, SslMode};
+use crate::secret::{DbSecret, RoleName, SslMode};
+
+mod postgres;
+pub mod sql;
+
+pub use postgres::Postgres;
 
 /// Everything needed to open one connection.
 #[derive(Clone)]
@@ -14,7 +19,7 @@ pub struct DbLogin {
     pub host: String,
     pub port: u16,
     pub dbname: String,
-    pub username: String,
+    pub username: RoleName,
     pub password: SecretString,
     pub ssl: SslMode,
 }
@@ -54,9 +59,9 @@ impl DbLogin {
 /// missing) and keep `clone` equivalent to `primary`.
 #[derive(Debug)]
 pub struct AlternateChange<'a> {
-    pub primary: &'a str,
-    pub clone: &'a str,
-    pub target: &'a str,
+    pub primary: &'a RoleName,
+    pub clone: &'a RoleName,
+    pub target: &'a RoleName,
     pub clone_default_role: bool,
 }
 
@@ -108,7 +113,7 @@ impl DbError {
     pub fn new(login: &DbLogin, failure: DbFailure) -> DbError {
         DbError {
             endpoint: login.endpoint(),
-            user: login.username.clone(),
+            user: login.username.to_string(),
             failure,
         }
     }
@@ -146,7 +151,7 @@ pub trait Database {
     fn set_password_as_master(
         &self,
         master: &DbLogin,
-        user: &str,
+        user: &RoleName,
         new_password: &SecretString,
     ) -> impl Future<Output = Result<(), DbError>>;
 
