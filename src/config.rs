@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
+use crate::db::tls::parse_pem;
 use crate::error::Error;
 use crate::password::{PasswordPolicy, PasswordSettings};
 use crate::secret::{SSL_VALUES, SslMode};
@@ -29,8 +32,9 @@ pub struct Config {
     pub strategy: Strategy,
     pub password: PasswordPolicy,
     pub default_ssl: SslMode,
-    /// PEM certificates trusted in addition to the system roots (`SSL_CA_BUNDLE`).
-    pub ca_bundle: Option<Vec<u8>>,
+    /// Certificates trusted besides the system roots and the built-in Amazon RDS
+    /// authorities (`SSL_CA_BUNDLE`, parsed at start-up).
+    pub ca_bundle: Vec<CertificateDer<'static>>,
     pub connect_timeout: Duration,
     /// Whether the clone logs in with the primary as its default role.
     pub clone_default_role: bool,
@@ -114,8 +118,8 @@ impl Config {
         };
 
         let ca_bundle = match get("SSL_CA_BUNDLE") {
-            None => None,
-            Some(path) => Some(read_ca_bundle(&path)?),
+            None => Vec::new(),
+            Some(path) => read_ca_bundle(&path)?,
         };
 
         let connect_timeout = match get("DB_CONNECT_TIMEOUT") {
@@ -140,16 +144,10 @@ impl Config {
     }
 }
 
-fn read_ca_bundle(path: &str) -> Result<Vec<u8>, Error> {
+fn read_ca_bundle(path: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = std::fs::read(path)
         .map_err(|e| Error::Config(format!("SSL_CA_BUNDLE: cannot read {path:?}: {e}")))?;
-    let text = String::from_utf8_lossy(&pem);
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(Error::Config(format!(
-            "SSL_CA_BUNDLE: {path:?} holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)"
-        )));
-    }
-    Ok(pem)
+    parse_pem(&pem).map_err(|problem| Error::Config(format!("SSL_CA_BUNDLE: {path:?} {problem}")))
 }
 
 #[cfg(test)]
@@ -173,7 +171,7 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.password.length(), 32);
         assert!(c.clone_default_role);
-        assert!(c.ca_bundle.is_none());
+        assert!(c.ca_bundle.is_empty());
     }
 
     #[test]

@@ -404,7 +404,7 @@ async fn a_failed_alternate_change_rolls_back_completely() {
 // ---- TLS modes and connection failures -------------------------------------------------
 
 async fn failure(pg: &Postgres, login: &DbLogin) -> DbFailure {
-    match pg.connect(login).await {
+    match pg.session_user(login).await {
         Ok(_) => panic!("{login:?} connected"),
         Err(e) => e.failure,
     }
@@ -416,7 +416,7 @@ async fn tls_modes_against_a_tls_server() {
     let user = unique("tls");
     stack.create_app_user(&user, "tls-pw").await;
     let with_ca = stack.postgres();
-    let without_ca = Postgres::new(None, Duration::from_secs(5));
+    let without_ca = Postgres::new(Vec::new(), Duration::from_secs(5));
     let login = |host: &str, ssl: SslMode| DbLogin {
         host: host.to_string(),
         ssl,
@@ -429,7 +429,7 @@ async fn tls_modes_against_a_tls_server() {
         (&without_ca, "127.0.0.1", SslMode::Require),
         (&without_ca, "localhost", SslMode::Disable),
     ] {
-        pg.connect(&login(host, mode))
+        pg.session_user(&login(host, mode))
             .await
             .unwrap_or_else(|e| panic!("{host} {mode:?}: {e}"));
     }
@@ -479,7 +479,7 @@ async fn a_server_requiring_tls_is_reported_as_such() {
     assert!(e.to_string().contains("requires TLS"), "{e}");
     stack
         .postgres()
-        .connect(&DbLogin {
+        .session_user(&DbLogin {
             ssl: SslMode::VerifyFull,
             ..login
         })
@@ -504,7 +504,7 @@ async fn tls_modes_against_a_plaintext_server_never_fall_back() {
             "{e}"
         );
     }
-    pg.connect(&login(SslMode::Disable)).await.unwrap();
+    pg.session_user(&login(SslMode::Disable)).await.unwrap();
 }
 
 #[tokio::test]
@@ -514,13 +514,13 @@ async fn an_unreachable_host_and_a_silent_server_fail_fast_with_distinct_message
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    let pg = Postgres::new(None, Duration::from_millis(800));
+    let pg = Postgres::new(Vec::new(), Duration::from_millis(800));
     let login = DbLogin {
         host: "127.0.0.1".into(),
         port: closed_port,
         ..stack.admin_login("postgres")
     };
-    let err = pg.connect(&login).await.unwrap_err();
+    let err = pg.session_user(&login).await.unwrap_err();
     assert!(matches!(err.failure, DbFailure::Unreachable(_)), "{err:?}");
     assert!(
         err.to_string()
@@ -540,7 +540,7 @@ async fn an_unreachable_host_and_a_silent_server_fail_fast_with_distinct_message
     });
     let started = std::time::Instant::now();
     let err = pg
-        .connect(&DbLogin {
+        .session_user(&DbLogin {
             port: silent_port,
             ..login
         })

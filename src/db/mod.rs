@@ -10,6 +10,7 @@ use crate::secret::{DbSecret, RoleName, SslMode};
 
 mod postgres;
 pub mod sql;
+pub mod tls;
 
 pub use postgres::Postgres;
 
@@ -79,9 +80,13 @@ pub enum DbFailure {
     )]
     ServerWithoutTls(&'static str),
     #[error(
-        "the server's certificate is not signed by a trusted CA: set SSL_CA_BUNDLE to a PEM bundle holding its CA (for RDS, the RDS global bundle) ({0})"
+        "the server's certificate is not trusted ({0}): it must chain to a system root or an Amazon RDS certificate authority (built in), or be listed in SSL_CA_BUNDLE (a PEM bundle of its CA, or of the certificate itself when it is self-signed)"
     )]
     CertificateNotTrusted(String),
+    #[error(
+        "the server's certificate is expired or not yet valid: renew the server's certificate (or check the clock of the server)"
+    )]
+    CertificateExpired,
     #[error(
         "the server's certificate is not valid for this host name: connect by a name the certificate lists, or set \"ssl\": \"verify-ca\""
     )]
@@ -96,6 +101,10 @@ pub enum DbFailure {
     Timeout(Duration),
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    #[error(
+        "the server runs PostgreSQL {0}; pgrotate needs PostgreSQL 10 or later (SCRAM-SHA-256 password verifiers): nothing was changed"
+    )]
+    ServerTooOld(String),
     #[error("{0}")]
     Server(String),
 }
@@ -130,8 +139,8 @@ impl DbError {
     }
 }
 
-/// What the rotation asks of PostgreSQL. The futures are not `Send`: sqlx's executor
-/// lifetimes defeat that bound, and the Lambda runtime polls one invocation at a time.
+/// What the rotation asks of PostgreSQL. The futures need not be `Send`: the Lambda runtime
+/// polls one invocation at a time.
 pub trait Database {
     /// `Ok(true)` when the credentials log in, `Ok(false)` when the server refuses the
     /// password; any other failure (network, TLS) is an error, never a silent `false`.

@@ -483,11 +483,7 @@ pub async fn login(stack: &Stack, secret: &Value) -> Login {
 /// application does: a customer and an order written, both read back, the order updated.
 pub async fn app_read_write(stack: &Stack, secret: &Value) -> Result<(), String> {
     let login = secret_login(secret)?;
-    let mut c = stack
-        .postgres()
-        .connect(&login)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut c = stack.connect(&login).await.map_err(|e| e.to_string())?;
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     let result: Result<(), sqlx::Error> = async {
         let customer: i64 = sqlx::query_scalar(

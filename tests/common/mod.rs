@@ -70,7 +70,35 @@ impl Stack {
 
     /// The adapter as the Lambda builds it, trusting the stack's CA.
     pub fn postgres(&self) -> Postgres {
-        Postgres::new(Some(self.ca_pem()), Duration::from_secs(5))
+        Postgres::new(
+            pgrotate::db::tls::parse_pem(&self.ca_pem()).expect("the stack's CA parses"),
+            Duration::from_secs(5),
+        )
+    }
+
+    /// A test-side connection (sqlx, for admin SQL, migrations and the application's own
+    /// queries), with the same host, credentials and TLS mode as `login`.
+    pub async fn connect(&self, login: &DbLogin) -> Result<PgConnection, sqlx::Error> {
+        use secrecy::ExposeSecret;
+        use sqlx::ConnectOptions;
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        let ssl_mode = match login.ssl {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        };
+        PgConnectOptions::new_without_pgpass()
+            .host(&login.host)
+            .port(login.port)
+            .username(login.username.as_str())
+            .password(login.password.expose_secret())
+            .database(&login.dbname)
+            .ssl_mode(ssl_mode)
+            .ssl_root_cert_from_pem(self.ca_pem())
+            .disable_statement_logging()
+            .connect()
+            .await
     }
 
     pub fn login(&self, dbname: &str, user: &str, password: &str) -> DbLogin {
@@ -89,8 +117,7 @@ impl Stack {
     }
 
     pub async fn admin(&self, dbname: &str) -> PgConnection {
-        self.postgres()
-            .connect(&self.admin_login(dbname))
+        self.connect(&self.admin_login(dbname))
             .await
             .expect("admin connects")
     }
@@ -150,11 +177,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// Connects as `login` and runs a query, returning the error text on failure.
 pub async fn try_query(stack: &Stack, login: &DbLogin, sql: &str) -> Result<(), String> {
-    let mut c = stack
-        .postgres()
-        .connect(login)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut c = stack.connect(login).await.map_err(|e| e.to_string())?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
         .execute(&mut c)
         .await
