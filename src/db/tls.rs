@@ -78,7 +78,8 @@ impl Roots {
         self.store.is_empty()
     }
 
-    fn contains(&self, certificate: &CertificateDer<'_>) -> bool {
+    /// Whether `certificate` is one of the trusted certificates itself.
+    pub fn contains(&self, certificate: &CertificateDer<'_>) -> bool {
         self.certificates
             .iter()
             .any(|c| c.as_ref() == certificate.as_ref())
