@@ -77,6 +77,11 @@ pub enum Error {
     #[error("master secret {arn}: {problem}")]
     MasterSecret { arn: String, problem: String },
 
+    #[error(
+        "ran out of time in step {step} after {seconds:.1} s (the Lambda deadline is near): stopped before Lambda would kill the function; nothing was left half-done, and the next attempt of the rotation resumes. If this repeats, raise the function's timeout or check why the database or Secrets Manager is slow"
+    )]
+    OutOfTime { step: String, seconds: f64 },
+
     #[error(transparent)]
     Store(#[from] StoreError),
 
@@ -89,6 +94,7 @@ impl Error {
     /// (network trouble, throttling, a database that is restarting).
     pub fn is_transient(&self) -> bool {
         match self {
+            Error::OutOfTime { .. } => true,
             Error::Store(e) => e.is_transient(),
             Error::Database(e) => e.is_transient(),
             _ => false,
@@ -112,6 +118,7 @@ impl Error {
             Error::PendingDoesNotLogIn { .. } => "PendingCredentialsInvalid",
             Error::WrongSessionUser { .. } => "WrongSessionUser",
             Error::MasterSecret { .. } => "InvalidMasterSecret",
+            Error::OutOfTime { .. } => "OutOfTime",
             Error::Store(_) => "SecretsManagerError",
             Error::Database(_) => "DatabaseError",
         }

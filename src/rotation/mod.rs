@@ -60,9 +60,32 @@ where
 
     /// Handles one invocation and logs one line at its end (never a secret value).
     pub async fn handle(&self, event: &RotationEvent) -> Result<(), Error> {
+        self.handle_until(event, None).await
+    }
+
+    /// Handles one invocation that must end by `stop_by`: work still running then is dropped
+    /// (an open transaction rolls back with its connection) and the step fails with a clear
+    /// "ran out of time" error, rather than being killed by Lambda mid-statement. Every step
+    /// is idempotent, so the service's next attempt resumes.
+    pub async fn handle_until(
+        &self,
+        event: &RotationEvent,
+        stop_by: Option<Instant>,
+    ) -> Result<(), Error> {
         let started = Instant::now();
         let mut log = StepLog::default();
-        let result = self.run(event, &mut log).await;
+        let result = match stop_by {
+            None => self.run(event, &mut log).await,
+            Some(stop_by) => {
+                match tokio::time::timeout_at(stop_by.into(), self.run(event, &mut log)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::OutOfTime {
+                        step: event.step.clone(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    }),
+                }
+            }
+        };
         let arn = log.arn.as_deref().unwrap_or(&event.secret_id);
         let user = log.user.as_deref().unwrap_or("-");
         let host = log.host.as_deref().unwrap_or("-");
