@@ -4,8 +4,9 @@
     python -m policy.render --recordings target/recordings/fixture [...]
 
 Writes under target/policy/ (override with --out):
-    examples/<config>/          the matrix with example ARNs (strategy x KMS x VPC, and the
-                                single-user master fallback)
+    examples/<config>/          the matrix with example ARNs (strategy x KMS x VPC, single
+                                user with a master secret and the fallback on or off,
+                                alternating users with an RDS-managed master secret)
     <recording set>/<config>/   one per scenario recorded in that directory, with the ARNs of
                                 the secrets and keys of the recording, with and without a VPC
 Each config directory holds:
@@ -15,7 +16,9 @@ Each config directory holds:
     lambda-resource-policy.json the function's resource policy (from AWS::Lambda::Permission)
     kms-key-policy.json         the KMS key policy statement(s) from the outputs, if any
     template.json               the whole template resolved for these parameters
-    config.json                 scenario, VPC flag, function ARN, log group
+    config.json                 scenario, whether the function reads the master secret, VPC
+                                flag, ARNs (the master's too when the role may not read it),
+                                function ARN, log group, the function's environment
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def render_config(template: dict, scenario: Scenario, arns: Arns, vpc: bool, out
     _write(out_dir / "template.json", rendered["template"])
     config = {
         "scenario": scenario.__dict__,
+        "reads_master": scenario.reads_master,
         "vpc": vpc,
         "arns": arns.to_json(),
         "account": ACCOUNT,
