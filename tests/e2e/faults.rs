@@ -112,3 +112,86 @@ async fn a_step_near_the_lambda_deadline_stops_with_a_clear_error_and_the_next_a
     assert_eq!(login(&world.stack, &direct(&current)).await, Login::Refused);
     lambda.stop().await;
 }
+
+/// A late invocation that still carries the token of a rotation a newer one replaced is
+/// refused, changes nothing, and the newer rotation completes.
+#[tokio::test]
+async fn a_late_invocation_with_a_replaced_token_is_refused_and_changes_nothing() {
+    let world = World::new(FUNCTION).await;
+    let (arn, user) = world.user_secret(Strategy::SingleUser, None).await;
+    let mut lambda = world.lambda(Strategy::SingleUser).await;
+    let old = world.driver.start_rotation(&arn).await;
+    let create = lambda
+        .invoke(&Driver::event(&arn, &old, "createSecret", None))
+        .await;
+    assert!(create.is_ok(), "{create:?}");
+    let new = world.driver.start_rotation(&arn).await;
+    let before = world.current(&arn).await;
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        let (error_type, message) = lambda
+            .invoke(&Driver::event(&arn, &old, step, None))
+            .await
+            .expect_err("a replaced token is refused");
+        assert_eq!(error_type, "VersionNotPending", "{step}: {message}");
+        assert!(
+            message.contains("another rotation may have replaced it"),
+            "{message}"
+        );
+    }
+    assert_eq!(world.current(&arn).await, before);
+    assert!(matches!(login(&world.stack, &before).await, Login::Ok(ref u) if *u == user));
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let outcome = lambda.invoke(&Driver::event(&arn, &new, step, None)).await;
+        assert!(outcome.is_ok(), "{step}: {outcome:?}");
+    }
+    let after = world.current(&arn).await;
+    assert!(matches!(login(&world.stack, &after).await, Login::Ok(ref u) if *u == user));
+    lambda.stop().await;
+}
+
+/// Two function processes run the same step of the same rotation at once (a retry that
+/// overlaps the first attempt): whatever each returns, retrying the rotation ends in one
+/// consistent result, whose AWSCURRENT logs in.
+#[rstest::rstest]
+#[case::single_user(Strategy::SingleUser)]
+#[case::alternating_users(Strategy::AlternatingUsers)]
+#[tokio::test]
+async fn the_same_step_invoked_twice_at_once_ends_in_one_consistent_result(
+    #[case] strategy: Strategy,
+) {
+    let world = World::new(FUNCTION).await;
+    let (arn, _) = world.user_secret(strategy, None).await;
+    let mut first = world.lambda(strategy).await;
+    let mut second = world.lambda(strategy).await;
+    let token = world.driver.start_rotation(&arn).await;
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let event = Driver::event(&arn, &token, step, None);
+        let (a, b) = tokio::join!(first.invoke(&event), second.invoke(&event));
+        if a.is_err() || b.is_err() {
+            // The service retries the rotation: the same token, from the start.
+            for retry in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+                let outcome = first
+                    .invoke(&Driver::event(&arn, &token, retry, None))
+                    .await;
+                assert!(
+                    outcome.is_ok(),
+                    "{step} raced ({a:?} / {b:?}); retry {retry}: {outcome:?}"
+                );
+                if retry == step {
+                    break;
+                }
+            }
+        }
+    }
+    let labels = world.driver.labels(&arn).await;
+    assert!(
+        labels
+            .get(&token)
+            .is_some_and(|s| s.iter().any(|s| s == "AWSCURRENT")),
+        "{labels:?}"
+    );
+    let current = world.current(&arn).await;
+    assert!(matches!(login(&world.stack, &current).await, Login::Ok(_)));
+    first.stop().await;
+    second.stop().await;
+}
