@@ -10,6 +10,7 @@
 mod common;
 
 mod faults;
+mod load;
 mod policy_recordings;
 mod refusals;
 mod rotations;
