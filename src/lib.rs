@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod db;
+mod crash;
 mod error;
 pub mod event;
 pub mod logging;

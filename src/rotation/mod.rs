@@ -72,6 +72,7 @@ where
         event: &RotationEvent,
         stop_by: Option<Instant>,
     ) -> Result<(), Error> {
+        crate::crash::enter_step(&event.step);
         let started = Instant::now();
         let mut log = StepLog::default();
         let result = match stop_by {
