@@ -558,6 +558,8 @@ log "moto_server (Secrets Manager, KMS) on $SM_ENDPOINT (log $MOTO_LOG)"
 #                                365 days, a text dump before the PEM block. libpq accepts it
 #                                under verify-full when it is the root file (sslrootcert).
 #   PGROTATE_PG_PLAIN_PORT       plaintext server (ssl=off).
+# Both refusals are SQLSTATE 28000; PostgreSQL 13 ends them with "SSL off", 14+ with
+# "no encryption".
 # PGROTATE_PG_OTHER_SELFSIGNED_CERT: another self-signed certificate, same recipe, another
 # key, CN=localhost; no server uses it (for the "untrusted self-signed" case).
 # PGROTATE_PG_MAJOR: the servers' major version; PGROTATE_PG_SERVER_VERSION: server_version_num.
