@@ -126,6 +126,7 @@ fi
 
 # ---- PostgreSQL version matrix (PGROTATE_PG_MATRIX) ------------------------------------
 # in_stack DIR COMMAND...: runs COMMAND with the environment of the stack in DIR.
+# shellcheck disable=SC2317 # invoked through step
 in_stack() {
     local dir="$1"
     shift
