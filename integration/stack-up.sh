@@ -259,10 +259,10 @@ make_certs
 log "CA certificate: $STATE_DIR/ca.pem (server certificate SAN: DNS:localhost only)"
 
 # make_selfsigned NAME: NAME.crt and NAME.key in the state dir, by PostgreSQL's documentation
-# recipe (server.crt/server.key there), byte for byte the same command: RSA key, no SAN,
-# subject CN=localhost, OpenSSL's default extensions for `req -x509` (v3_ca: subject and
-# authority key ids, basicConstraints=critical,CA:TRUE), and `-text`, so the .crt file holds
-# a human-readable dump of the certificate before its PEM block.
+# recipe (the same command; only the file names differ from its server.crt/server.key): RSA
+# key, no SAN, subject CN=localhost, OpenSSL's default extensions for `req -x509` (v3_ca:
+# subject and authority key ids, basicConstraints=critical,CA:TRUE), and `-text`, so the .crt
+# file holds a human-readable dump of the certificate before its PEM block.
 make_selfsigned() {
     local d="$STATE_DIR" name="$1"
     rm -f "$d/$name.crt" "$d/$name.key"
