@@ -35,6 +35,11 @@ pub struct Stack {
     pub pg_log: PathBuf,
     pub plain_log: PathBuf,
     pub sm_endpoint: String,
+    /// The TLS-only cluster whose certificate is self-signed (PostgreSQL's documented recipe).
+    pub selfsigned_port: u16,
+    pub selfsigned_cert: PathBuf,
+    /// Another self-signed certificate, of no server.
+    pub other_selfsigned_cert: PathBuf,
 }
 
 fn var(name: &str) -> String {
@@ -61,6 +66,11 @@ impl Stack {
             pg_log: var("PGROTATE_PG_LOG").into(),
             plain_log: var("PGROTATE_PG_PLAIN_LOG").into(),
             sm_endpoint: var("PGROTATE_SM_ENDPOINT"),
+            selfsigned_port: var("PGROTATE_PG_SELFSIGNED_PORT")
+                .parse()
+                .expect("PGROTATE_PG_SELFSIGNED_PORT is a port"),
+            selfsigned_cert: var("PGROTATE_PG_SELFSIGNED_CERT").into(),
+            other_selfsigned_cert: var("PGROTATE_PG_OTHER_SELFSIGNED_CERT").into(),
         }
     }
 

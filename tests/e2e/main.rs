@@ -14,3 +14,4 @@ mod load;
 mod policy_recordings;
 mod refusals;
 mod rotations;
+mod selfsigned;
