@@ -9,7 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Row};
 
 use super::sql::{
-    PairState, alter_password_sql, login_password_sql, pair_statements, scram_verifier,
+    MirroredAttributes, PAIR_FACTS_SQL, PairFacts, ReachableRole, RoleFacts, TARGET_FACTS_SQL,
+    alter_password_sql, master_reset_refusal, pair_plan, scram_verifier,
 };
 use super::{AlternateChange, Database, DbError, DbFailure, DbLogin};
 use crate::secret::{RoleName, SslMode};
@@ -118,74 +119,6 @@ impl Postgres {
             .map(|_| ())
             .map_err(|e| DbError::new(login, classify(&e, login.ssl)))
     }
-
-    async fn alternate_in_transaction(
-        connection: &mut PgConnection,
-        master: &DbLogin,
-        change: &AlternateChange<'_>,
-        verifier: &SecretString,
-    ) -> Result<(), DbError> {
-        let fail = |e: sqlx::Error| DbError::new(master, classify(&e, master.ssl));
-        tracing::trace!(
-            role = %change.target,
-            "setting the password inside the pair's transaction"
-        );
-        let role_exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
-            .bind(change.target.as_str())
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(fail)?
-            .is_some();
-        let sql = login_password_sql(change.target, role_exists, verifier);
-        Self::execute(connection, master, sql.expose_secret()).await?;
-
-        let member_of = |role: &RoleName, member: &RoleName| {
-            sqlx::query(
-                "SELECT 1 FROM pg_auth_members m
-                   JOIN pg_roles r ON r.oid = m.roleid
-                   JOIN pg_roles u ON u.oid = m.member
-                  WHERE r.rolname = $1 AND u.rolname = $2",
-            )
-            .bind(role.to_string())
-            .bind(member.to_string())
-        };
-        let primary_in_clone = member_of(change.clone, change.primary)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(fail)?
-            .is_some();
-        let clone_in_primary = member_of(change.primary, change.clone)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(fail)?
-            .is_some();
-        let primary_settings: Vec<String> = sqlx::query(
-            "SELECT unnest(s.setconfig) AS entry
-               FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
-              WHERE r.rolname = $1 AND s.setdatabase = 0",
-        )
-        .bind(change.primary.as_str())
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(fail)?
-        .iter()
-        .map(|row| row.get::<String, _>("entry"))
-        .collect();
-        let state = PairState {
-            primary_in_clone,
-            clone_in_primary,
-            primary_settings,
-        };
-        for sql in pair_statements(
-            change.primary,
-            change.clone,
-            &state,
-            change.clone_default_role,
-        ) {
-            Self::execute(connection, master, &sql).await?;
-        }
-        Ok(())
-    }
 }
 
 impl Database for Postgres {
@@ -231,11 +164,8 @@ impl Database for Postgres {
         user: &RoleName,
         new_password: &SecretString,
     ) -> Result<(), DbError> {
-        let mut connection = self.connect(master).await?;
-        let sql = alter_password_sql(user, &scram_verifier(new_password));
-        Self::execute(&mut connection, master, sql.expose_secret()).await?;
-        let _ = connection.close().await;
-        Ok(())
+        self.checked_reset_as_master(master, user, new_password)
+            .await
     }
 
     async fn set_alternate_password(
@@ -244,11 +174,129 @@ impl Database for Postgres {
         change: &AlternateChange<'_>,
         new_password: &SecretString,
     ) -> Result<(), DbError> {
+        self.checked_pair_change(master, change, new_password).await
+    }
+}
+
+// --- the master user's changes: facts read, plan computed (sql.rs), run, one transaction ---
+
+fn reachable_role(row: &sqlx::postgres::PgRow) -> Result<ReachableRole, sqlx::Error> {
+    Ok(ReachableRole {
+        name: row.try_get("name")?,
+        is_target: row.try_get("is_target")?,
+        superuser: row.try_get("rolsuper")?,
+        createrole: row.try_get("rolcreaterole")?,
+        replication: row.try_get("rolreplication")?,
+        bypassrls: row.try_get("rolbypassrls")?,
+        is_master: row.try_get("is_master")?,
+    })
+}
+
+fn role_facts(row: &sqlx::postgres::PgRow) -> Result<(bool, RoleFacts), sqlx::Error> {
+    let databases: Vec<String> = row.try_get("database_setting_databases")?;
+    let entries: Vec<String> = row.try_get("database_setting_entries")?;
+    let facts = RoleFacts {
+        name: row.try_get("name")?,
+        superuser: row.try_get("rolsuper")?,
+        createrole: row.try_get("rolcreaterole")?,
+        replication: row.try_get("rolreplication")?,
+        bypassrls: row.try_get("rolbypassrls")?,
+        attributes: MirroredAttributes {
+            createdb: row.try_get("rolcreatedb")?,
+            inherit: row.try_get("rolinherit")?,
+            connection_limit: row.try_get("rolconnlimit")?,
+            valid_until: row.try_get("valid_until")?,
+        },
+        is_master: row.try_get("is_master")?,
+        member_of_partner: row.try_get("member_of_partner")?,
+        settings: row.try_get("settings")?,
+        database_settings: databases.into_iter().zip(entries).collect(),
+    };
+    Ok((row.try_get("is_primary")?, facts))
+}
+
+impl Postgres {
+    /// Single user's master fallback: [`TARGET_FACTS_SQL`], [`master_reset_refusal`], then
+    /// the password statement, in one transaction.
+    async fn checked_reset_as_master(
+        &self,
+        master: &DbLogin,
+        user: &RoleName,
+        new_password: &SecretString,
+    ) -> Result<(), DbError> {
         let mut connection = self.connect(master).await?;
-        let verifier = scram_verifier(new_password);
         let fail = |e: sqlx::Error| DbError::new(master, classify(&e, master.ssl));
         let mut transaction = connection.begin().await.map_err(fail)?;
-        Self::alternate_in_transaction(&mut transaction, master, change, &verifier).await?;
+        let rows = sqlx::query(TARGET_FACTS_SQL)
+            .bind(user.as_str())
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(fail)?;
+        let reachable = rows
+            .iter()
+            .map(reachable_role)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        if let Some(refusal) = master_reset_refusal(user, &reachable) {
+            let _ = transaction.rollback().await;
+            let _ = connection.close().await;
+            return Err(DbError::new(master, DbFailure::Refused(refusal)));
+        }
+        let sql = alter_password_sql(user, &scram_verifier(new_password));
+        Self::execute(&mut transaction, master, sql.expose_secret()).await?;
+        transaction.commit().await.map_err(fail)?;
+        let _ = connection.close().await;
+        Ok(())
+    }
+
+    /// Alternating users: [`PAIR_FACTS_SQL`], [`pair_plan`] (or its refusal), then the
+    /// plan's statements, in one transaction.
+    async fn checked_pair_change(
+        &self,
+        master: &DbLogin,
+        change: &AlternateChange<'_>,
+        new_password: &SecretString,
+    ) -> Result<(), DbError> {
+        let mut connection = self.connect(master).await?;
+        let fail = |e: sqlx::Error| DbError::new(master, classify(&e, master.ssl));
+        let mut transaction = connection.begin().await.map_err(fail)?;
+        let rows = sqlx::query(PAIR_FACTS_SQL)
+            .bind(change.primary.as_str())
+            .bind(change.clone.as_str())
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(fail)?;
+        let mut facts = PairFacts::default();
+        for row in &rows {
+            match role_facts(row).map_err(fail)? {
+                (true, role) => facts.primary = Some(role),
+                (false, role) => facts.clone = Some(role),
+            }
+        }
+        let plan = match pair_plan(
+            change.primary,
+            change.clone,
+            change.target,
+            &facts,
+            &scram_verifier(new_password),
+            change.clone_default_role,
+        ) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                let _ = transaction.rollback().await;
+                let _ = connection.close().await;
+                return Err(DbError::new(master, DbFailure::Refused(refusal)));
+            }
+        };
+        tracing::trace!(
+            role = %change.target,
+            statements = plan.statements.len(),
+            "setting the password inside the pair's transaction"
+        );
+        Self::execute(&mut transaction, master, plan.password.expose_secret()).await?;
+        for sql in &plan.statements {
+            Self::execute(&mut transaction, master, sql).await?;
+        }
         transaction.commit().await.map_err(fail)?;
         let _ = connection.close().await;
         Ok(())
