@@ -28,7 +28,7 @@ pub(super) struct GuardedDb<D> {
     default_ssl: SslMode,
 }
 
-impl<D: Database> GuardedDb<D> {
+impl<D> GuardedDb<D> {
     pub(super) fn new(db: D, config: &Config) -> GuardedDb<D> {
         GuardedDb {
             db,
@@ -121,7 +121,9 @@ impl<D: Database> GuardedDb<D> {
             ssl: master.ssl.or(user.ssl).unwrap_or(self.default_ssl),
         }))
     }
+}
 
+impl<D: Database> GuardedDb<D> {
     pub(super) async fn can_log_in(&self, login: &Login) -> Result<bool, DbError> {
         self.db.can_log_in(&login.0).await
     }
@@ -158,5 +160,106 @@ impl<D: Database> GuardedDb<D> {
         self.db
             .set_alternate_password(&master.0, change, new_password)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(vars: &[(&str, &str)]) -> GuardedDb<()> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::from_lookup(|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        GuardedDb::new((), &config)
+    }
+
+    fn user(host: &str) -> DbSecret {
+        DbSecret::parse(&SecretString::from(format!(
+            r#"{{"engine":"postgres","host":"{host}","username":"app","password":"user-pw"}}"#
+        )))
+        .unwrap()
+    }
+
+    fn master(json: &str) -> MasterSecret {
+        MasterSecret::parse(&SecretString::from(json.to_string())).unwrap()
+    }
+
+    const RDS_MASTER: &str = r#"{"username":"postgres","password":"master-pw"}"#;
+
+    #[test]
+    fn every_kind_of_login_is_refused_outside_the_list_naming_its_label() {
+        let g = guard(&[("ALLOWED_DB_HOSTS", "*.db.internal")]);
+        let evil = user("evil.example.net");
+        let pw = SecretString::from("previous-pw".to_string());
+        let refusals = [
+            g.user_login(&evil, "AWSCURRENT").err(),
+            g.user_login(&evil, "AWSPENDING").err(),
+            g.user_login_with_password(&evil, &pw, "AWSPREVIOUS").err(),
+            g.master_login("arn:m", &evil, master(RDS_MASTER)).err(),
+        ];
+        for (refusal, label) in
+            refusals
+                .iter()
+                .zip(["AWSCURRENT", "AWSPENDING", "AWSPREVIOUS", "master"])
+        {
+            let text = refusal.as_ref().unwrap().to_string();
+            assert!(
+                text.contains(label) && text.contains("evil.example.net"),
+                "{text}"
+            );
+            assert!(text.contains("ALLOWED_DB_HOSTS (*.db.internal)"), "{text}");
+            for secret in ["user-pw", "previous-pw", "master-pw"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+        let good = user("pg.db.internal");
+        assert!(g.user_login(&good, "AWSCURRENT").is_ok());
+        assert!(
+            g.user_login_with_password(&good, &pw, "AWSPREVIOUS")
+                .is_ok()
+        );
+        assert!(g.master_login("arn:m", &good, master(RDS_MASTER)).is_ok());
+    }
+
+    #[test]
+    fn without_a_list_user_logins_go_anywhere_but_the_master_needs_its_own_host() {
+        let g = guard(&[]);
+        let secret = user("db.example.com");
+        assert!(g.user_login(&secret, "AWSCURRENT").is_ok());
+        let err = g
+            .master_login("arn:m", &secret, master(RDS_MASTER))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::MasterHostNotVouched { .. }), "{err}");
+        let own_host = r#"{"username":"postgres","password":"master-pw","host":"DB.example.com"}"#;
+        let login = g.master_login("arn:m", &secret, master(own_host)).unwrap();
+        assert_eq!(login.username().as_str(), "postgres");
+        assert_eq!(login.0.host, "db.example.com");
+        let other_host = r#"{"username":"postgres","password":"master-pw","host":"elsewhere"}"#;
+        let err = g
+            .master_login("arn:m", &secret, master(other_host))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::MasterSecret { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_previous_password_is_used_on_the_current_secrets_host() {
+        let g = guard(&[]);
+        let pw = SecretString::from("previous-pw".to_string());
+        let login = g
+            .user_login_with_password(&user("db.example.com"), &pw, "AWSPREVIOUS")
+            .unwrap();
+        assert_eq!(login.0.host, "db.example.com");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&login.0.password),
+            "previous-pw"
+        );
     }
 }
