@@ -804,7 +804,8 @@ mod tests {
 
     #[test]
     fn a_privileged_or_master_alternate_is_refused_naming_the_attribute() {
-        let cases: [(&str, fn(&mut RoleFacts)); 5] = [
+        type Make = fn(&mut RoleFacts);
+        let cases: [(&str, Make); 5] = [
             ("SUPERUSER", |r| r.superuser = true),
             ("CREATEROLE", |r| r.createrole = true),
             ("REPLICATION", |r| r.replication = true),

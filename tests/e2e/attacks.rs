@@ -206,14 +206,20 @@ async fn a_hostile_server_named_by_the_secret_never_receives_the_master_password
     };
     let admin_verifier = stored_verifiers(&world.stack, &[&admin]).await;
 
-    // (deployment settings, master secret, failing step, errorType, fragments)
-    let cases: [(&[(&str, &str)], &str, &str, &str, Vec<&str>); 3] = [
-        (
-            &[("ALLOWED_DB_HOSTS", "")],
-            &rds_master,
-            "setSecret",
-            "MasterHostNotVouched",
-            vec![
+    struct Case<'a> {
+        settings: &'a [(&'a str, &'a str)],
+        master: &'a str,
+        step: &'a str,
+        error_type: &'a str,
+        fragments: Vec<&'a str>,
+    }
+    let cases = [
+        Case {
+            settings: &[("ALLOWED_DB_HOSTS", "")],
+            master: &rds_master,
+            step: "setSecret",
+            error_type: "MasterHostNotVouched",
+            fragments: vec![
                 rds_master.as_str(),
                 "has no \"host\"",
                 "\"127.0.0.1\"",
@@ -221,31 +227,38 @@ async fn a_hostile_server_named_by_the_secret_never_receives_the_master_password
                 "set ALLOWED_DB_HOSTS",
                 "add \"host\" to the master secret",
             ],
-        ),
-        (
-            &[("ALLOWED_DB_HOSTS", "")],
-            &own_host_master,
-            "setSecret",
-            "InvalidMasterSecret",
-            vec![own_host_master.as_str(), "names host \"localhost\""],
-        ),
-        (
-            &[],
-            &rds_master,
-            "createSecret",
-            "HostNotAllowed",
-            vec![
+        },
+        Case {
+            settings: &[("ALLOWED_DB_HOSTS", "")],
+            master: &own_host_master,
+            step: "setSecret",
+            error_type: "InvalidMasterSecret",
+            fragments: vec![own_host_master.as_str(), "names host \"localhost\""],
+        },
+        Case {
+            settings: &[],
+            master: &rds_master,
+            step: "createSecret",
+            error_type: "HostNotAllowed",
+            fragments: vec![
                 "\"127.0.0.1\"",
                 "AWSCURRENT",
                 "ALLOWED_DB_HOSTS (localhost)",
             ],
-        ),
+        },
     ];
     let mut values = vec![
         world.driver.json(&rds_master, "AWSCURRENT").await,
         world.driver.json(&own_host_master, "AWSCURRENT").await,
     ];
-    for (settings, master, step, error_type, fragments) in &cases {
+    for Case {
+        settings,
+        master,
+        step,
+        error_type,
+        fragments,
+    } in &cases
+    {
         let mut lambda = lambda(&world.stack, Strategy::AlternatingUsers, settings).await;
         let value = hostile_secret(master);
         let arn = world
