@@ -3,6 +3,7 @@
 //! Module map (data flows one way: entry point → `rotation` → ports → back):
 //! - [`event`]: the rotation event, `RotationToken` redacted.
 //! - [`config`]: environment settings, validated once at start-up.
+//! - [`hosts`]: `ALLOWED_DB_HOSTS`, the hosts the function may connect to.
 //! - [`secret`]: the secret JSON, typed over an order-preserving map; the `RoleName` newtype.
 //! - [`password`]: the password generator.
 //! - [`store`]: the `SecretStore` port, the Secrets Manager adapter and (feature `test-util`)
@@ -19,6 +20,7 @@ pub mod db;
 mod crash;
 mod error;
 pub mod event;
+pub mod hosts;
 pub mod logging;
 pub mod password;
 pub mod rotation;

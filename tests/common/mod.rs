@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod driver;
+pub mod hostile;
 pub mod lambda;
 pub mod world;
 

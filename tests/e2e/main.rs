@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod faults;
 mod load;
 mod policy_recordings;
