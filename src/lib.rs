@@ -16,8 +16,8 @@
 //! Modules are public only where a binary or an integration test reaches into them.
 
 pub mod config;
-pub mod db;
 mod crash;
+pub mod db;
 mod error;
 pub mod event;
 pub mod hosts;

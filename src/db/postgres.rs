@@ -444,7 +444,10 @@ impl Database for Postgres {
             }
             let sql = alter_password_sql(user, &scram_verifier(new_password));
             crate::crash::point("db before ALTER ROLE");
-            client.batch_execute(sql.expose_secret()).await.map_err(fail)?;
+            client
+                .batch_execute(sql.expose_secret())
+                .await
+                .map_err(fail)?;
             crate::crash::point("db after ALTER ROLE, before COMMIT");
             client.batch_execute("COMMIT").await.map_err(fail)?;
             crate::crash::point("db after COMMIT");

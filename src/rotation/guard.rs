@@ -121,11 +121,9 @@ impl<D> GuardedDb<D> {
             // The user's secret may only raise the master login's TLS above the deployment's
             // default, never lower it: whoever writes that secret must not be able to send
             // the master login over plaintext.
-            ssl: master.ssl.unwrap_or_else(|| {
-                user.ssl
-                    .unwrap_or(self.default_ssl)
-                    .max(self.default_ssl)
-            }),
+            ssl: master
+                .ssl
+                .unwrap_or_else(|| user.ssl.unwrap_or(self.default_ssl).max(self.default_ssl)),
         }))
     }
 }

@@ -377,7 +377,13 @@ async fn allowed_db_hosts_refuses_other_hosts_at_create_secret_and_admits_exact_
         let mut lambda = lambda(
             &world.stack,
             Strategy::AlternatingUsers,
-            &[("ALLOWED_DB_HOSTS", list), ("DB_CONNECT_TIMEOUT", "3")],
+            // The deployment's default TLS mode is the floor of the master login's (a user
+            // secret cannot lower it), so the IP case runs under a verify-ca deployment.
+            &[
+                ("ALLOWED_DB_HOSTS", list),
+                ("DB_CONNECT_TIMEOUT", "3"),
+                ("DEFAULT_SSL_MODE", ssl),
+            ],
         )
         .await;
         let (user, password) = victim(&world, "").await;

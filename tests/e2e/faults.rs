@@ -65,8 +65,9 @@ async fn a_step_near_the_lambda_deadline_stops_with_a_clear_error_and_the_next_a
         .put_value(&arn, &value.to_string(), &["AWSCURRENT"])
         .await;
 
-    let mut config =
-        deployment(&world.stack, Strategy::SingleUser, FUNCTION).env("DB_CONNECT_TIMEOUT", "30");
+    let mut config = deployment(&world.stack, Strategy::SingleUser, FUNCTION)
+        .env("DB_CONNECT_TIMEOUT", "30")
+        .env("ALLOWED_DB_HOSTS", "localhost,127.0.0.1");
     config.timeout = Duration::from_secs(3);
     let mut lambda = Lambda::start(config).await;
     let token = world.driver.start_rotation(&arn).await;
