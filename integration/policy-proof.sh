@@ -10,6 +10,12 @@
 #              statements for the matrix single/alternating x KMS/no KMS x VPC/no VPC (+ single
 #              user with a master secret, fallback on and off; alternating users with an
 #              RDS-managed master secret and AllowedDbHosts), under target/policy/
+#   rust       the Rust renderer behind `pgrotatectl policy` (src/policy.rs, run through
+#              `cargo run --release --example policy-render`) gives the same trust, role,
+#              resource and key policies as the template for every rendered config, for extra
+#              parameter sets (several secrets, other partitions and regions) and refuses the
+#              same parameter sets; the fixtures of tests/policy.rs are still what the template
+#              renders (integration/policy/compare_rust.py)
 #   dynamic    fixture recordings made through moto's recorder (integration/policy/fixture.py), plus the
 #              end-to-end suite's recordings when PGROTATE_RECORDINGS names them, converted to
 #              IAM requests and evaluated with principalmapper (integration/policy/evaluate.py): every
@@ -166,6 +172,10 @@ snapshot_sets() {
 step "snapshot recording sets" snapshot_sets
 
 step "render recorded configs" "$PY" -m policy.render --recordings "${recording_sets[@]}" --out "$OUT"
+
+# The Rust renderer (`pgrotatectl policy`) equals the template over every config just rendered.
+step "Rust renderer equals the template" \
+    "$PY" -m policy.compare_rust "$OUT" --fixtures "$REPO/tests/fixtures/policy"
 
 checkov_resolved() {
     # Every config's template resolved for its parameters (conditions applied), so checks

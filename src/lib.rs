@@ -10,6 +10,8 @@
 //! - [`db`]: the `Database` port, the PostgreSQL adapter and the pure SQL builders.
 //! - [`rotation`]: the four steps and their checks, generic over both ports.
 //! - [`logging`]: tracing set-up that never lets a dependency log secrets.
+//! - [`policy`]: the IAM documents template.yaml deploys, rendered from typed parameters
+//!   (for `pgrotatectl policy`), equal to the template's over its configuration matrix.
 //! - `error`: the error type.
 //!
 //! Modules are public only where a binary or an integration test reaches into them.
@@ -20,6 +22,7 @@ mod error;
 pub mod event;
 pub mod logging;
 pub mod password;
+pub mod policy;
 pub mod rotation;
 pub mod secret;
 pub mod store;

@@ -18,7 +18,8 @@ Each config directory holds:
     template.json               the whole template resolved for these parameters
     config.json                 scenario, whether the function reads the master secret, VPC
                                 flag, ARNs (the master's too when the role may not read it),
-                                function ARN, log group, the function's environment
+                                partition, region, account, role and function ARNs, log
+                                group, the function's environment
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policy.cfn import ACCOUNT, REGION, TemplateError, check_sam_transform, load_template, render
+from policy.cfn import ACCOUNT, PARTITION, REGION, TemplateError, check_sam_transform, load_template, render
 from policy.matrix import EXAMPLE_ARNS, SCENARIOS, Arns, Scenario, config_names, parameters
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +65,8 @@ def render_config(template: dict, scenario: Scenario, arns: Arns, vpc: bool, out
         "arns": arns.to_json(),
         "account": ACCOUNT,
         "region": REGION,
+        "partition": PARTITION,
+        "role_arn": rendered["role_arn"],
         "function_arn": rendered["function_arn"],
         "log_group": rendered["function"]["LoggingConfig"]["LogGroup"],
         "environment": rendered["function"]["Environment"]["Variables"],
