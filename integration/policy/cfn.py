@@ -155,6 +155,12 @@ class Resolver:
         if rtype == "AWS::Logs::LogGroup":
             name = self.resolve(props["LogGroupName"])
             return {"Ref": name, "Arn": f"arn:{partition}:logs:{region}:{account}:log-group:{name}:*"}
+        if rtype == "AWS::Events::Rule":
+            name = self.resolve(props["Name"])
+            return {"Ref": name, "Arn": f"arn:{partition}:events:{region}:{account}:rule/{name}"}
+        if rtype == "AWS::CloudWatch::Alarm":
+            name = self.resolve(props["AlarmName"])
+            return {"Ref": name, "Arn": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}"}
         return {"Ref": f"{self.stack.name}-{logical}-EXAMPLE0000"}
 
     # -- conditions ---------------------------------------------------------------------
@@ -368,6 +374,8 @@ EXPECTED_TRANSFORMED = {
     "LogGroup": "AWS::Logs::LogGroup",
     "InvokePermission": "AWS::Lambda::Permission",
     "RotationSchedule": "AWS::SecretsManager::RotationSchedule",
+    "RotationFailedAlarm": "AWS::CloudWatch::Alarm",
+    "RotationFailedRule": "AWS::Events::Rule",
 }
 
 
