@@ -6,10 +6,22 @@
 #              lifted, each fails only where its statement is), parliament on every
 #              rendered policy (no finding at any severity, community auditors included, but
 #              those the template's Metadata lists as expected by design, with the reason)
+#              the Serverless Application Repository metadata publishable (SAM CLI's parser,
+#              the service's limits, LICENSE and README.md present: integration/policy/sar_check.py)
 #   render     the role policy, trust policy, Lambda resource policy and KMS key policy
 #              statements for the matrix single/alternating x KMS/no KMS x VPC/no VPC (+ single
 #              user with a master secret, fallback on and off; alternating users with an
-#              RDS-managed master secret and AllowedDbHosts), under target/policy/
+#              RDS-managed master secret and AllowedDbHosts; two configs with AlarmTopicArn and
+#              their SNS topic policy statements), under target/policy/
+#   alarm      with AlarmTopicArn, the EventBridge rule matches Secrets Manager's RotationFailed
+#              event for each rotated secret and no other, the alarm reads a metric the
+#              function's EMF records carry (integration/policy/alarm_check.py)
+#   rust       the Rust renderer behind `pgrotatectl policy` (src/policy.rs, run through
+#              `cargo run --release --example policy-render`) gives the same trust, role,
+#              resource and key policies as the template for every rendered config, for extra
+#              parameter sets (several secrets, other partitions and regions) and refuses the
+#              same parameter sets; the fixtures of tests/policy.rs are still what the template
+#              renders (integration/policy/compare_rust.py)
 #   dynamic    fixture recordings made through moto's recorder (integration/policy/fixture.py), plus the
 #              end-to-end suite's recordings when PGROTATE_RECORDINGS names them, converted to
 #              IAM requests and evaluated with principalmapper (integration/policy/evaluate.py): every
@@ -108,6 +120,7 @@ checkov_template() {
 step "cfn-lint" cfn_lint
 step "sam validate --lint" sam_validate
 step "checkov template.yaml" checkov_template
+step "Serverless Application Repository metadata" "$PY" -m policy.sar_check
 
 # --- render ----------------------------------------------------------------------------
 rm -rf "$OUT"
@@ -167,6 +180,10 @@ step "snapshot recording sets" snapshot_sets
 
 step "render recorded configs" "$PY" -m policy.render --recordings "${recording_sets[@]}" --out "$OUT"
 
+# The Rust renderer (`pgrotatectl policy`) equals the template over every config just rendered.
+step "Rust renderer equals the template" \
+    "$PY" -m policy.compare_rust "$OUT" --fixtures "$REPO/tests/fixtures/policy"
+
 checkov_resolved() {
     # Every config's template resolved for its parameters (conditions applied), so checks
     # that cannot see through Fn::If (VPC, KMS) are run on what CloudFormation would create.
@@ -184,6 +201,10 @@ step "checkov role skips hide nothing else" "$PY" -m policy.checkov_skips "$OUT"
 # as expected by design (Metadata.pgrotate-policy-proof.parliament-expected, each with its
 # reason; a stale entry fails too).
 step "parliament" "$PY" -m policy.parliament_check "$OUT"
+
+# The alarm resources (AlarmTopicArn): the rule's pattern against Secrets Manager's events, the
+# alarm against the function's EMF dimension sets, the topic policy statements.
+step "alarm and rule (AlarmTopicArn)" "$PY" -m policy.alarm_check "$OUT"
 
 # --- dynamic ---------------------------------------------------------------------------
 step "convert recordings to IAM requests" \

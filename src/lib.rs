@@ -11,6 +11,8 @@
 //! - [`db`]: the `Database` port, the PostgreSQL adapter and the pure SQL builders.
 //! - [`rotation`]: the four steps and their checks, generic over both ports.
 //! - [`logging`]: tracing set-up that never lets a dependency log secrets.
+//! - [`policy`]: the IAM documents template.yaml deploys, rendered from typed parameters
+//!   (for `pgrotatectl policy`), equal to the template's over its configuration matrix.
 //! - `error`: the error type.
 //!
 //! Modules are public only where a binary or an integration test reaches into them.
@@ -23,6 +25,7 @@ pub mod event;
 pub mod hosts;
 pub mod logging;
 pub mod password;
+pub mod policy;
 pub mod rotation;
 pub mod secret;
 pub mod store;

@@ -13,7 +13,7 @@ Scenario names are also the names of the end-to-end suite's recordings
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from policy.cfn import ACCOUNT, REGION
@@ -74,6 +74,7 @@ class Arns:
     master_key: str | None = None
     subnets: list[str] = field(default_factory=lambda: ["subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"])
     security_groups: list[str] = field(default_factory=lambda: ["sg-0123456789abcdef0"])
+    alarm_topic: str | None = None  # AlarmTopicArn, for the configs rendered with the alarm
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,17 @@ EXAMPLE_ARNS = Arns(
     master=_secret("pgrotate/master"),
     key=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1111aaaa-2222-3333-4444-555566667777",
     master_key=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/8888bbbb-9999-aaaa-bbbb-ccccddddeeee",
+    alarm_topic=f"arn:aws:sns:{REGION}:{ACCOUNT}:pgrotate-alarms",
+)
+
+# Example configs also rendered with AlarmTopicArn (the alarm and the EventBridge rule add no
+# permission to the role; checkov runs on their resolved template, parliament on the topic
+# policy statements, policy.alarm_check on the rule's pattern and the alarm's metric), with two
+# rotated secrets (a name-?????? pattern and a full ARN): the rule has a prefix for each.
+ALARM_EXAMPLES = [("single-user", False), ("alternating-users-kms", True)]
+ALARM_ARNS = replace(
+    EXAMPLE_ARNS,
+    rotated=[EXAMPLE_ARNS.rotated[0], f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:pgrotate/reporting-Xy12Zw"],
 )
 
 
@@ -105,8 +117,12 @@ def config_names(scenario_name: str) -> list[str]:
     return [scenario_name, f"{scenario_name}-vpc"]
 
 
-def parameters(scenario: Scenario, arns: Arns, vpc: bool) -> dict[str, Any]:
-    """Template parameters for a scenario, deployed with or without a VPC.
+def alarm_config_name(scenario_name: str, vpc: bool) -> str:
+    return f"{config_names(scenario_name)[int(vpc)]}-alarm"
+
+
+def parameters(scenario: Scenario, arns: Arns, vpc: bool, alarm: bool = False) -> dict[str, Any]:
+    """Template parameters for a scenario, deployed with or without a VPC (and with the alarm).
 
     The master secret (and its key) is given to the template only when the function reads it:
     a single-user deployment with the fallback off does not name it (the template refuses
@@ -139,4 +155,8 @@ def parameters(scenario: Scenario, arns: Arns, vpc: bool) -> dict[str, Any]:
     if vpc:
         params["VpcSubnetIds"] = ",".join(arns.subnets)
         params["VpcSecurityGroupIds"] = ",".join(arns.security_groups)
+    if alarm:
+        if not arns.alarm_topic:
+            raise ValueError(f"scenario {scenario.name} with the alarm needs a topic ARN")
+        params["AlarmTopicArn"] = arns.alarm_topic
     return params

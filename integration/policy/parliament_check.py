@@ -30,7 +30,7 @@ from pathlib import Path
 from policy.cfn import load_template
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = ("role-policy", "lambda-resource-policy", "kms-key-policy")
+KINDS = ("role-policy", "lambda-resource-policy", "kms-key-policy", "alarm-topic-policy")
 
 
 def expected_findings(template: dict) -> list[dict]:
