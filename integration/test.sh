@@ -10,7 +10,7 @@
 # PGROTATE_PG_MAJOR picks the PostgreSQL major of the stack (default Debian's; see
 # integration/stack-up.sh). PGROTATE_PG_MATRIX (default "13 14 16 17 18" on a full run, none
 # when cargo test is filtered; set it empty to skip the matrix): after the checks above, for each major listed, a stack of that major of its
-# own (state dir <state>/pg<major>) runs the PostgreSQL adapter tests and the end-to-end
+# own (state dir <state>/pg<major>) runs the adapter, pair-safety and TLS tests and the end-to-end
 # rotations named by PGROTATE_PG_MATRIX_E2E, then stops; each part is a PASS/FAIL line of the
 # summary, prefixed "[pg <major>]". The majors are installed by install-deps.sh.
 #
@@ -35,7 +35,9 @@ else
     PG_MATRIX="${PGROTATE_PG_MATRIX:-}"
 fi
 # The end-to-end tests each matrix major runs (a cargo test filter).
-PG_MATRIX_E2E="${PGROTATE_PG_MATRIX_E2E:-rotations::three_rotations}"
+# Pair equivalence and TLS verify-full (the rotations), the refusals that depend on the
+# master's privileges (attacks), the self-signed TLS-only cluster.
+PG_MATRIX_E2E="${PGROTATE_PG_MATRIX_E2E:-rotations::three_rotations attacks:: selfsigned::}"
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -147,8 +149,9 @@ elif [ -n "$PG_MATRIX" ]; then
         MATRIX_STACK_DIR="$dir"
         if PGROTATE_STACK_DIR="$dir" PGROTATE_PG_MAJOR="$major" \
             step "[pg $major] integration/stack-up.sh" bash "$HERE/stack-up.sh"; then
-            step "[pg $major] cargo test --release --test postgres" \
-                in_stack "$dir" cargo test --release --no-fail-fast --test postgres
+            step "[pg $major] cargo test --release --test postgres --test pair_safety --test tls" \
+                in_stack "$dir" cargo test --release --no-fail-fast --test postgres \
+                --test pair_safety --test tls
             # shellcheck disable=SC2086 # the filter may be several words
             step "[pg $major] cargo test --release --test e2e -- $PG_MATRIX_E2E" \
                 in_stack "$dir" cargo test --release --no-fail-fast --test e2e -- $PG_MATRIX_E2E

@@ -573,3 +573,64 @@ async fn a_refused_fallback_reports_a_missing_role_without_creating_it() {
     );
     assert!(role_state(&stack, &[&user]).await.is_empty());
 }
+
+/// PostgreSQL 16 and later: a master with CREATEROLE but no ADMIN OPTION on the primary is
+/// refused before any change, with the GRANT to run, the version and why; after that GRANT
+/// the same master rotates. Before 16, CREATEROLE is enough and it rotates at once.
+#[tokio::test]
+async fn a_createrole_master_needs_admin_option_on_the_primary_since_postgresql_16() {
+    let stack = Stack::get();
+    let version: i32 = {
+        let mut c = stack.admin("postgres").await;
+        sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    let db = stack.fresh_database().await;
+    let master = unique("manager");
+    exec(
+        &stack,
+        &format!(
+            "CREATE ROLE {} LOGIN CREATEROLE PASSWORD 'manager-pw'",
+            quote_ident(&master)
+        ),
+    )
+    .await;
+    // The application user, created by the superuser: the master holds no ADMIN OPTION on it.
+    let primary = unique("app16");
+    stack.create_app_user(&primary, "app-pw").await;
+    let clone = format!("{primary}_clone");
+    let pair = Pair::new(
+        &stack,
+        &db,
+        "alternating-users",
+        &primary,
+        "app-pw",
+        Some((&master, "manager-pw")),
+        &[],
+    );
+    if version >= 160_000 {
+        let roles = [primary.as_str(), clone.as_str()];
+        let before = role_state(&stack, &roles).await;
+        let result = pair.rotate("t1").await;
+        let grant = format!("GRANT \"{primary}\" TO \"{master}\" WITH ADMIN OPTION");
+        assert_refused_and_nothing_changed(
+            &pair,
+            result,
+            &[&grant, "16 or later", "CREATEROLE alone", "ADMIN OPTION"],
+            &roles,
+            &before,
+            &["app-pw", "manager-pw"],
+        )
+        .await;
+        exec(&stack, &grant).await;
+    }
+    pair.rotate("t2").await.unwrap();
+    assert!(pair.current_logs_in().await);
+    assert_eq!(pair.current()["username"], json!(clone));
+    // And back: the master altered the clone it created, and the primary it administers.
+    pair.rotate("t3").await.unwrap();
+    assert!(pair.current_logs_in().await);
+    assert_eq!(pair.current()["username"], json!(primary));
+}

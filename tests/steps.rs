@@ -140,11 +140,12 @@ impl Database for FakeDb {
                 replication: f.replication,
                 bypassrls: f.bypassrls,
                 is_master: f.is_master,
+                master_admin: true,
             })
             .into_iter()
             .collect();
         if let Some(refusal) = master_reset_refusal(user, &rows) {
-            return Err(DbError::new(master, DbFailure::Refused(refusal)));
+            return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
         }
         self.set(user.as_str(), new.expose_secret());
         self.state.lock().unwrap().password_changes += 1;
@@ -160,9 +161,10 @@ impl Database for FakeDb {
         let facts = PairFacts {
             primary: self.facts(change.primary.as_str(), master.username.as_str()),
             clone: self.facts(change.clone.as_str(), master.username.as_str()),
+            server_version_num: 150_000,
         };
         if let Some(refusal) = pair_refusal(change.primary, change.target, &facts) {
-            return Err(DbError::new(master, DbFailure::Refused(refusal)));
+            return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
         }
         let mut s = self.state.lock().unwrap();
         s.passwords

@@ -109,7 +109,7 @@ pub enum DbFailure {
     Server(String),
     /// The master user refused the change after reading the roles (nothing was changed).
     #[error("refused, nothing was changed: {0}")]
-    Refused(sql::RoleRefusal),
+    Refused(Box<sql::RoleRefusal>),
 }
 
 /// A database failure, with where it happened (never the password).

@@ -21,8 +21,9 @@ use tokio_postgres::{Client, Config, SimpleQueryMessage, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::{
-    MirroredAttributes, PAIR_FACTS_SQL, PairFacts, ReachableRole, RoleFacts, TARGET_FACTS_SQL,
-    alter_password_sql, master_reset_refusal, pair_plan, scram_verifier,
+    MASTER_RIGHTS_SQL, MasterRights, MirroredAttributes, PAIR_FACTS_SQL, PairFacts, ReachableRole,
+    RoleFacts, TARGET_FACTS_SQL, alter_password_sql, master_reset_refusal, master_rights_refusal,
+    pair_plan, scram_verifier,
 };
 use super::tls::TlsConfigs;
 use super::{AlternateChange, Database, DbError, DbFailure, DbLogin};
@@ -304,6 +305,31 @@ async fn require_scram_server(client: &Client, login: &DbLogin) -> Result<(), Db
     Ok(())
 }
 
+/// The master user's rights and the server's version ([`MASTER_RIGHTS_SQL`]); a server older
+/// than PostgreSQL 10 is refused here, before any change.
+async fn master_rights(client: &Client, master: &DbLogin) -> Result<MasterRights, DbError> {
+    let fail = |e: tokio_postgres::Error| DbError::new(master, classify(&e, master.ssl, true));
+    let row = client
+        .query_typed_one(MASTER_RIGHTS_SQL, &[])
+        .await
+        .map_err(fail)?;
+    let rights = MasterRights {
+        name: row.try_get(0).map_err(fail)?,
+        server_version_num: row.try_get(1).map_err(fail)?,
+        server_version: row.try_get(2).map_err(fail)?,
+        superuser: row.try_get(3).map_err(fail)?,
+        createrole: row.try_get(4).map_err(fail)?,
+        createdb: row.try_get(5).map_err(fail)?,
+    };
+    if rights.server_version_num < MIN_SERVER_VERSION {
+        return Err(DbError::new(
+            master,
+            DbFailure::ServerTooOld(rights.server_version),
+        ));
+    }
+    Ok(rights)
+}
+
 /// The roles `target` is or can act as ([`TARGET_FACTS_SQL`]), in one round trip.
 async fn target_facts(
     client: &Client,
@@ -322,6 +348,7 @@ async fn target_facts(
                 replication: row.try_get("rolreplication")?,
                 bypassrls: row.try_get("rolbypassrls")?,
                 is_master: row.try_get("is_master")?,
+                master_admin: row.try_get("master_admin")?,
             })
         })
         .collect()
@@ -358,6 +385,7 @@ async fn pair_facts(
                 valid_until: row.try_get("valid_until")?,
             },
             is_master: row.try_get("is_master")?,
+            master_admin: row.try_get("master_admin")?,
             member_of_partner: row.try_get("member_of_partner")?,
             settings: row.try_get("settings")?,
             database_settings: databases.into_iter().zip(entries).collect(),
@@ -434,13 +462,16 @@ impl Database for Postgres {
         let session = self.connect(master).await?;
         let fail = |e: tokio_postgres::Error| DbError::new(master, classify(&e, master.ssl, true));
         let result = async {
-            require_scram_server(&session.client, master).await?;
             let client = &session.client;
+            let rights = master_rights(client, master).await?;
             // One transaction: the target's roles read, refused or changed.
             client.batch_execute("BEGIN").await.map_err(fail)?;
             let reachable = target_facts(client, user).await.map_err(fail)?;
-            if let Some(refusal) = master_reset_refusal(user, &reachable) {
-                return Err(DbError::new(master, DbFailure::Refused(refusal)));
+            let admin = reachable.iter().any(|r| r.is_target && r.master_admin);
+            if let Some(refusal) = master_reset_refusal(user, &reachable)
+                .or_else(|| master_rights_refusal(&rights, &[(user.as_str(), admin)], false))
+            {
+                return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
             }
             let sql = alter_password_sql(user, &scram_verifier(new_password));
             crate::crash::point("db before ALTER ROLE");
@@ -467,9 +498,9 @@ impl Database for Postgres {
         let session = self.connect(master).await?;
         let fail = |e: tokio_postgres::Error| DbError::new(master, classify(&e, master.ssl, true));
         let result = async {
-            require_scram_server(&session.client, master).await?;
-            let verifier = scram_verifier(new_password);
             let client = &session.client;
+            let rights = master_rights(client, master).await?;
+            let verifier = scram_verifier(new_password);
             tracing::trace!(
                 role = %change.target,
                 "setting the password inside the pair's transaction"
@@ -478,7 +509,8 @@ impl Database for Postgres {
             // the password and the pair's plan in one batch, COMMIT. A connection dropped
             // before COMMIT rolls everything back.
             client.batch_execute("BEGIN").await.map_err(fail)?;
-            let facts = pair_facts(client, change).await.map_err(fail)?;
+            let mut facts = pair_facts(client, change).await.map_err(fail)?;
+            facts.server_version_num = rights.server_version_num;
             let plan = pair_plan(
                 change.primary,
                 change.clone,
@@ -487,7 +519,12 @@ impl Database for Postgres {
                 &verifier,
                 change.clone_default_role,
             )
-            .map_err(|refusal| DbError::new(master, DbFailure::Refused(refusal)))?;
+            .map_err(|refusal| DbError::new(master, DbFailure::Refused(Box::new(refusal))))?;
+            if let Some(refusal) =
+                master_rights_refusal(&rights, &facts.admin_needed(), facts.gives_createdb())
+            {
+                return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
+            }
             let batch = SecretString::from(
                 std::iter::once(plan.password.expose_secret().to_string())
                     .chain(plan.statements)

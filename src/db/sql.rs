@@ -225,6 +225,87 @@ pub enum RoleRefusal {
         "role {role:?} is a member of {via:?}, which reads or writes the server's files or runs programs on it: the master user never sets the password of such a role"
     )]
     ServerAccess { role: String, via: String },
+    #[error(
+        "the master user {master:?} has neither SUPERUSER nor CREATEROLE, so it cannot manage roles: use a master secret of a user that has (on RDS and Aurora, the instance's master user)"
+    )]
+    MasterCannotManageRoles { master: String },
+    #[error(
+        "the master user {master:?} has no ADMIN OPTION on role {role:?}; PostgreSQL {version} (16 or later) no longer lets CREATEROLE alone grant, alter or drop a role it has no ADMIN OPTION on. As a superuser (or the role's creator), run: {grant}; then rotate again"
+    )]
+    MasterNeedsAdminOption {
+        master: String,
+        role: String,
+        version: String,
+        grant: String,
+    },
+    #[error(
+        "the master user {master:?} lacks CREATEDB, which PostgreSQL {version} (16 or later) requires to give the clone the primary's CREATEDB: ALTER ROLE {master:?} CREATEDB as a superuser, or remove CREATEDB from the primary"
+    )]
+    MasterNeedsCreatedb { master: String, version: String },
+}
+
+// --- the master user's own rights, by server version -------------------------------------
+
+/// `server_version_num` of PostgreSQL 16, where CREATEROLE alone stopped sufficing.
+pub const PG16: i32 = 160_000;
+
+/// Who the master user is and what it may do, with the server's version, read before the
+/// change (one round trip, outside the transaction).
+pub const MASTER_RIGHTS_SQL: &str = "SELECT session_user::text,
+       current_setting('server_version_num')::int, current_setting('server_version'),
+       r.rolsuper, r.rolcreaterole, r.rolcreatedb
+  FROM pg_roles r WHERE r.rolname = session_user";
+
+/// One row of [`MASTER_RIGHTS_SQL`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MasterRights {
+    pub name: String,
+    pub server_version_num: i32,
+    pub server_version: String,
+    pub superuser: bool,
+    pub createrole: bool,
+    pub createdb: bool,
+}
+
+/// Whether the master user can make the change on this server version: a superuser can; else
+/// it needs CREATEROLE and, since PostgreSQL 16, ADMIN OPTION on every existing role it
+/// grants or alters (`admin`: each role's name and whether the master holds it), and
+/// CREATEDB itself to give CREATEDB (`gives_createdb`). Refused before any change.
+pub fn master_rights_refusal(
+    rights: &MasterRights,
+    admin: &[(&str, bool)],
+    gives_createdb: bool,
+) -> Option<RoleRefusal> {
+    if rights.superuser {
+        return None;
+    }
+    if !rights.createrole {
+        return Some(RoleRefusal::MasterCannotManageRoles {
+            master: rights.name.clone(),
+        });
+    }
+    if rights.server_version_num < PG16 {
+        return None;
+    }
+    if let Some((role, _)) = admin.iter().find(|(_, has)| !has) {
+        return Some(RoleRefusal::MasterNeedsAdminOption {
+            master: rights.name.clone(),
+            role: role.to_string(),
+            version: rights.server_version.clone(),
+            grant: format!(
+                "GRANT {} TO {} WITH ADMIN OPTION",
+                quote_ident(role),
+                quote_ident(&rights.name)
+            ),
+        });
+    }
+    if gives_createdb && !rights.createdb {
+        return Some(RoleRefusal::MasterNeedsCreatedb {
+            master: rights.name.clone(),
+            version: rights.server_version.clone(),
+        });
+    }
+    None
 }
 
 // --- single user: the master user resets a forgotten password ----------------------------
@@ -237,7 +318,8 @@ pub enum RoleRefusal {
 pub const TARGET_FACTS_SQL: &str = "SELECT g.rolname::text AS name,
        g.oid = t.oid AS is_target,
        g.rolsuper, g.rolcreaterole, g.rolreplication, g.rolbypassrls,
-       g.rolname = session_user AS is_master
+       g.rolname = session_user AS is_master,
+       pg_has_role(session_user, g.oid, 'MEMBER WITH ADMIN OPTION') AS master_admin
   FROM pg_roles t
   JOIN pg_roles g ON g.oid = t.oid OR pg_has_role(t.oid, g.oid, 'MEMBER')
  WHERE t.rolname = $1::text
@@ -254,6 +336,8 @@ pub struct ReachableRole {
     pub replication: bool,
     pub bypassrls: bool,
     pub is_master: bool,
+    /// The master user holds ADMIN OPTION on this role (always true for a superuser).
+    pub master_admin: bool,
 }
 
 /// Whether the master user may reset `target`'s password, from the rows of
@@ -312,6 +396,7 @@ pub const PAIR_FACTS_SQL: &str = "SELECT r.rolname::text AS name,
               THEN to_char(r.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
             ELSE r.rolvaliduntil::text END AS valid_until,
        r.rolname = session_user AS is_master,
+       pg_has_role(session_user, r.oid, 'MEMBER WITH ADMIN OPTION') AS master_admin,
        EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles o ON o.oid = m.roleid
                 WHERE m.member = r.oid AND o.rolname::text IN ($1::text, $2::text)
                   AND o.oid <> r.oid) AS member_of_partner,
@@ -363,6 +448,8 @@ pub struct RoleFacts {
     pub bypassrls: bool,
     pub attributes: MirroredAttributes,
     pub is_master: bool,
+    /// The master user holds ADMIN OPTION on this role (always true for a superuser).
+    pub master_admin: bool,
     /// A direct member of the other role of the pair.
     pub member_of_partner: bool,
     /// `name=value` entries of `ALTER ROLE ... SET`.
@@ -387,6 +474,8 @@ impl RoleFacts {
 pub struct PairFacts {
     pub primary: Option<RoleFacts>,
     pub clone: Option<RoleFacts>,
+    /// The server's `server_version_num` (16 and later grant membership WITH INHERIT, SET).
+    pub server_version_num: i32,
 }
 
 /// Whether the master user may touch the pair: the primary must exist, and no existing role
@@ -439,9 +528,29 @@ pub struct PairState {
     pub primary_database_settings: Vec<(String, String)>,
     /// The databases in which the clone has per-database settings now.
     pub clone_settings_databases: Vec<String>,
+    /// PostgreSQL 16 and later: grant the membership `WITH INHERIT TRUE, SET TRUE`, so the
+    /// clone both inherits the primary's privileges and can `SET ROLE` to it whatever the
+    /// server's defaults.
+    pub grant_with_options: bool,
 }
 
 impl PairFacts {
+    /// The existing roles of the pair, each with whether the master holds ADMIN OPTION on it.
+    pub fn admin_needed(&self) -> Vec<(&str, bool)> {
+        [&self.primary, &self.clone]
+            .into_iter()
+            .flatten()
+            .map(|role| (role.name.as_str(), role.master_admin))
+            .collect()
+    }
+
+    /// Whether the plan gives the clone CREATEDB.
+    pub fn gives_createdb(&self) -> bool {
+        let primary = self.primary.as_ref().is_some_and(|p| p.attributes.createdb);
+        let clone = self.clone.as_ref().is_some_and(|c| c.attributes.createdb);
+        primary && !clone
+    }
+
     /// The state the plan starts from (the primary exists: see [`pair_refusal`]).
     pub fn state(&self) -> PairState {
         let primary = self.primary.clone().unwrap_or_default();
@@ -463,6 +572,7 @@ impl PairFacts {
             clone_attributes: clone.map(|c| c.attributes.clone()).unwrap_or_default(),
             primary_database_settings: primary.database_settings.clone(),
             clone_settings_databases,
+            grant_with_options: self.server_version_num >= PG16,
         }
     }
 }
@@ -563,7 +673,11 @@ pub fn pair_statements(
         plan.push(format!("REVOKE {c} FROM {p}"));
     }
     if !state.clone_in_primary {
-        plan.push(format!("GRANT {p} TO {c}"));
+        if state.grant_with_options {
+            plan.push(format!("GRANT {p} TO {c} WITH INHERIT TRUE, SET TRUE"));
+        } else {
+            plan.push(format!("GRANT {p} TO {c}"));
+        }
     }
     plan.extend(mirror_attributes_sql(
         clone,
@@ -818,6 +932,7 @@ mod tests {
             let pair = PairFacts {
                 primary: Some(facts("app")),
                 clone: Some(clone),
+                ..PairFacts::default()
             };
             let refusal = pair_refusal(&role("app"), &role("app_clone"), &pair).unwrap();
             let text = refusal.to_string();
@@ -835,6 +950,7 @@ mod tests {
         let pair = PairFacts {
             primary: Some(primary),
             clone: Some(clone),
+            ..PairFacts::default()
         };
         assert_eq!(
             pair_refusal(&role("app"), &role("app"), &pair),
@@ -860,6 +976,7 @@ mod tests {
         let mut pair = PairFacts {
             primary: Some(facts("app")),
             clone: None,
+            ..PairFacts::default()
         };
         let plan = pair_plan(
             &role("app"),
@@ -976,5 +1093,85 @@ mod tests {
             assert!(text.contains(expected), "{text}");
             assert!(text.contains("\"victim\""), "{text}");
         }
+    }
+
+    fn rights(version: i32, superuser: bool, createrole: bool) -> MasterRights {
+        MasterRights {
+            name: "master".into(),
+            server_version_num: version,
+            server_version: format!("{}.1", version / 10_000),
+            superuser,
+            createrole,
+            createdb: false,
+        }
+    }
+
+    #[test]
+    fn before_postgresql_16_createrole_suffices_and_since_16_admin_option_is_needed() {
+        let no_admin = [("app", false)];
+        assert_eq!(
+            master_rights_refusal(&rights(150_000, false, true), &no_admin, false),
+            None
+        );
+        let refusal = master_rights_refusal(&rights(160_000, false, true), &no_admin, false)
+            .unwrap()
+            .to_string();
+        assert!(
+            refusal.contains("GRANT \"app\" TO \"master\" WITH ADMIN OPTION"),
+            "{refusal}"
+        );
+        assert!(refusal.contains("PostgreSQL 16.1"), "{refusal}");
+        assert!(refusal.contains("CREATEROLE alone"), "{refusal}");
+        assert_eq!(
+            master_rights_refusal(&rights(170_000, false, true), &[("app", true)], false),
+            None
+        );
+        // A superuser needs nothing more on any version.
+        assert_eq!(
+            master_rights_refusal(&rights(180_000, true, false), &no_admin, true),
+            None
+        );
+    }
+
+    #[test]
+    fn a_master_without_createrole_or_createdb_is_refused_naming_what_it_lacks() {
+        let text = master_rights_refusal(&rights(150_000, false, false), &[], false)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("neither SUPERUSER nor CREATEROLE"), "{text}");
+        let text = master_rights_refusal(&rights(160_000, false, true), &[("app", true)], true)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("lacks CREATEDB"), "{text}");
+    }
+
+    #[test]
+    fn since_postgresql_16_the_clone_is_granted_the_primary_with_inherit_and_set() {
+        let state = PairState {
+            grant_with_options: true,
+            ..PairState::default()
+        };
+        let plan = pair_statements(&role("app"), &role("app_clone"), &state, false);
+        assert_eq!(
+            plan[0],
+            "GRANT \"app\" TO \"app_clone\" WITH INHERIT TRUE, SET TRUE"
+        );
+        let facts = PairFacts {
+            primary: Some(RoleFacts {
+                name: "app".into(),
+                ..RoleFacts::default()
+            }),
+            clone: None,
+            server_version_num: 160_004,
+        };
+        assert!(facts.state().grant_with_options);
+        assert!(
+            !PairFacts {
+                server_version_num: 150_000,
+                ..facts
+            }
+            .state()
+            .grant_with_options
+        );
     }
 }
