@@ -10,6 +10,9 @@
 //! - [`db`]: the `Database` port, the PostgreSQL adapter and the pure SQL builders.
 //! - [`rotation`]: the four steps and their checks, generic over both ports.
 //! - [`logging`]: tracing set-up that never lets a dependency log secrets.
+//! - [`metrics`]: one CloudWatch Embedded Metric Format record per step.
+//! - [`runtime`]: what the function tells the Lambda runtime API before it can serve events.
+//! - [`ops`]: the operator CLI's commands (`pgrotatectl`), over the same ports and steps.
 //! - `error`: the error type.
 //!
 //! Modules are public only where a binary or an integration test reaches into them.
@@ -19,8 +22,11 @@ pub mod db;
 mod error;
 pub mod event;
 pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod password;
 pub mod rotation;
+pub mod runtime;
 pub mod secret;
 pub mod store;
 

@@ -31,6 +31,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     pgrotate::logging::init_from_env();
     let config = Config::from_env().inspect_err(|error| {
         tracing::error!(error = %error, "pgrotate cannot start");
+        // Lambda shows this errorType and message for the failed initialisation.
+        if let Err(report) =
+            pgrotate::runtime::report_init_error_from_env(error.kind(), &error.to_string())
+        {
+            tracing::error!(error = %report, "the init error could not be reported");
+        }
     })?;
     let store = AwsSecretStore::from_env(
         config.secrets_manager_endpoint.as_deref(),

@@ -27,6 +27,9 @@ use super::tls::TlsConfigs;
 use super::{AlternateChange, Database, DbError, DbFailure, DbLogin};
 use crate::secret::{RoleName, SslMode};
 
+mod inspect;
+pub use inspect::{ConnectionInfo, MasterFacts, RoleFacts, TlsInfo};
+
 /// The first PostgreSQL version (`server_version_num`) that stores SCRAM verifiers.
 const MIN_SERVER_VERSION: i32 = 100_000;
 

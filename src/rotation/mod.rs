@@ -39,6 +39,8 @@ pub struct Rotator<S, D> {
     store: S,
     db: D,
     config: Config,
+    /// Whether each step writes its EMF record to stdout (the function: yes; the CLI: no).
+    metrics: bool,
 }
 
 impl<S, D> Rotator<S, D>
@@ -47,7 +49,22 @@ where
     D: Database + Sync,
 {
     pub fn new(store: S, db: D, config: Config) -> Rotator<S, D> {
-        Rotator { store, db, config }
+        Rotator {
+            store,
+            db,
+            config,
+            metrics: true,
+        }
+    }
+
+    /// The same rotator writing no metrics records (for runs outside the function).
+    pub fn without_metrics(mut self) -> Rotator<S, D> {
+        self.metrics = false;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn store(&self) -> &S {
@@ -93,6 +110,17 @@ where
                 "rotation step failed"
             ),
         }
+        if self.metrics {
+            crate::metrics::StepRecord {
+                step: &event.step,
+                strategy: self.config.strategy.as_str(),
+                secret_arn: arn,
+                token: &event.token,
+                duration_ms,
+                result: result.as_ref().map(|_| ()),
+            }
+            .emit();
+        }
         result
     }
 
@@ -133,7 +161,7 @@ where
         }
     }
 
-    pub(super) fn parse_secret(
+    pub(crate) fn parse_secret(
         &self,
         arn: &str,
         label: &str,
@@ -165,7 +193,7 @@ where
         self.parse_secret(arn, label, &raw)
     }
 
-    pub(super) fn login(&self, secret: &DbSecret) -> DbLogin {
+    pub(crate) fn login(&self, secret: &DbSecret) -> DbLogin {
         DbLogin::from_secret(secret, self.config.default_ssl)
     }
 
@@ -270,7 +298,7 @@ where
 
     /// Reads the master secret named by `masterarn` and logs in as it into the user's
     /// database; host (and port) must match the user's secret when the master names them.
-    pub(super) async fn master_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
+    pub(crate) async fn master_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
         let arn = user.masterarn.as_deref().unwrap_or_default();
         let master_error = |problem: String| Error::MasterSecret {
             arn: arn.to_string(),

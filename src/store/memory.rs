@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::store::{
-    AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretDescription, SecretStore, StoreError,
-    StoreErrorKind, VersionRef,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, OperatorStore, SecretDescription, SecretStore, StoreError,
+    StoreErrorKind, VersionInfo, VersionRef,
 };
 
 /// The four operations, as logged and as targets for injected failures.
@@ -238,6 +238,8 @@ impl SecretStore for MemoryStore {
                 .filter(|v| !v.stages.is_empty())
                 .map(|v| (v.id.clone(), v.stages.clone()))
                 .collect(),
+            name: Some(secret.name.clone()),
+            ..SecretDescription::default()
         })
     }
 
@@ -356,5 +358,54 @@ impl SecretStore for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+impl OperatorStore for MemoryStore {
+    async fn list_versions(&self, secret_id: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let secret = state
+            .secret_mut(secret_id)
+            .ok_or_else(|| not_found("ListSecretVersionIds", secret_id, "no such secret"))?;
+        Ok(secret
+            .versions
+            .iter()
+            .filter(|v| !v.stages.is_empty())
+            .map(|v| VersionInfo {
+                id: v.id.clone(),
+                stages: v.stages.clone(),
+                created: None,
+            })
+            .collect())
+    }
+
+    async fn rotate_secret(&self, secret_id: &str) -> Result<String, StoreError> {
+        let token = {
+            let mut state = self.state.lock().unwrap();
+            let secret = state
+                .secret_mut(secret_id)
+                .ok_or_else(|| not_found("RotateSecret", secret_id, "no such secret"))?;
+            format!("r{}", secret.versions.len())
+        };
+        MemoryStore::start_rotation(self, secret_id, &token);
+        Ok(token)
+    }
+
+    async fn remove_pending(&self, secret_id: &str, version: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let secret = state
+            .secret_mut(secret_id)
+            .ok_or_else(|| not_found("UpdateSecretVersionStage", secret_id, "no such secret"))?;
+        match secret.versions.iter_mut().find(|v| v.id == version) {
+            Some(v) if v.stages.iter().any(|s| s == AWSPENDING) => {
+                v.stages.retain(|s| s != AWSPENDING);
+                Ok(())
+            }
+            _ => Err(invalid(
+                "UpdateSecretVersionStage",
+                secret_id,
+                "InvalidParameterException: RemoveFromVersionId does not hold AWSPENDING",
+            )),
+        }
     }
 }
