@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod operator;
 mod policy_recordings;
 mod refusals;
 mod rotations;
