@@ -107,13 +107,15 @@ impl Context {
         let (config, config_error) = match Config::from_lookup(strategy_lookup(strategy, env)) {
             Ok(config) => (config, None),
             Err(error) => {
-                // Defaults, with the strategy asked for when it is valid.
-                let strategy_only = strategy_lookup(strategy, |name: &str| {
-                    (name == "ROTATION_STRATEGY")
+                // The same settings without the variables the error names (their defaults),
+                // else all defaults: preflight still checks everything else as configured.
+                let message = error.to_string();
+                let without_named = strategy_lookup(strategy, |name: &str| {
+                    (!message.contains(name))
                         .then(|| std::env::var(name).ok())
                         .flatten()
                 });
-                let config = Config::from_lookup(strategy_only)
+                let config = Config::from_lookup(without_named)
                     .or_else(|_| Config::from_lookup(strategy_lookup(strategy, |_: &str| None)))?;
                 (config, Some(error))
             }

@@ -129,7 +129,7 @@ fn config_check(ctx: &Context, list: &mut Checklist) {
             "configuration",
             "configuration",
             error.to_string(),
-            "set the variable the message names to a valid value; the checks below use the defaults",
+            "set the variable the message names to a valid value; the checks below use its default",
         ),
         None => {
             let c = &ctx.config;
