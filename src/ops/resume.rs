@@ -90,7 +90,11 @@ pub fn decide(facts: Facts, choice: Choice) -> Result<(Plan, String), String> {
         )),
         Choice::Auto if facts.current_logs_in => Ok((
             Plan::Drop,
-            "AWSCURRENT logs in and the pending credentials do not: dropping the stale AWSPENDING changes nothing in the database".into(),
+            if stage == Stage::AwaitingCreate {
+                "AWSCURRENT logs in and the pending version has no credentials yet: dropping the stale AWSPENDING changes nothing in the database".into()
+            } else {
+                "AWSCURRENT logs in and the pending credentials do not: dropping the stale AWSPENDING changes nothing in the database".into()
+            },
         )),
         Choice::Auto => Ok((
             finish,
@@ -155,16 +159,16 @@ fn refuse_strategy_mismatch(ctx: &Context, state: &SecretState) -> Result<(), Op
     Ok(())
 }
 
-/// Asks on the terminal; `Err` when there is no terminal to ask on.
-fn confirm(question: &str) -> Result<bool, OpsError> {
+/// Asks on the terminal whether to carry out `plan`; `Err` when there is no terminal.
+fn confirm(plan: &str) -> Result<bool, OpsError> {
     use std::io::{BufRead, IsTerminal, Write as _};
     if !std::io::stdin().is_terminal() {
         return Err(OpsError::Refused(format!(
-            "{question}: resume asks before changing anything, and standard input is not a terminal; run it in a terminal, or pass --yes"
+            "resume would {plan}; it asks before changing anything, and standard input is not a terminal: run it in a terminal, or pass --yes"
         )));
     }
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{question} [y/N] ");
+    let _ = write!(err, "resume will {plan}. Go ahead? [y/N] ");
     let _ = err.flush();
     let mut answer = String::new();
     std::io::stdin()
@@ -270,7 +274,7 @@ pub async fn run(
             )));
         }
     }
-    if !options.yes && !confirm(&format!("resume will {plan_text}. Go ahead?"))? {
+    if !options.yes && !confirm(&plan_text)? {
         report.reason = format!("{} (declined: nothing changed)", report.reason);
         let text = render(&report, &plan_text);
         return Ok(Output::new(false, &report, text));

@@ -980,7 +980,9 @@ async fn preflight_fails_each_problem_with_its_fix() {
     assert_check(&report, "alternate", false, &["CREATEROLE", "NOCREATEROLE"]);
 
     // A user name whose clone would pass 63 bytes.
-    let long = format!("e2e_{}", "l".repeat(55));
+    // 59 bytes: its clone would have 65.
+    let long = format!("{}{}", unique("e2e_long"), "l".repeat(38));
+    assert_eq!(long.len(), 59);
     world.stack.create_app_user(&long, &password).await;
     let master = world.master_secret(None).await;
     let value = world.user_json(&long, &password, Some(&master));
