@@ -1054,6 +1054,43 @@ async fn rotate_wait_follows_a_rotation_to_the_end(#[case] strategy: Strategy) {
         run.stderr
     );
     check_rotated(&world, &arn, strategy, &token, &before, "rotate --wait").await;
+
+    // The text form of the next rotation: one line per step, then the result.
+    let before = Before::take(&world, &arn, None).await;
+    let child = ctl_command(
+        &world,
+        strategy,
+        &env,
+        &["rotate", "--wait", "--secret-id", &arn],
+    )
+    .spawn()
+    .expect("pgrotatectl starts");
+    let token =
+        play_secrets_manager(&world, &lambda, &mut shipper, &arn, &before.labels, &STEPS).await;
+    let run = finish(child, &format!("rotate-wait-text-{}", strategy.as_str())).await;
+    run.assert_code(0, "rotate --wait (text)");
+    for step in STEPS {
+        assert!(
+            run.stdout.contains(&format!("  ✓ {step} (")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains(&format!("✓ rotated: version {token} is AWSCURRENT")),
+        "{}",
+        run.stdout
+    );
+    check_rotated(
+        &world,
+        &arn,
+        strategy,
+        &token,
+        &before,
+        "rotate --wait (text)",
+    )
+    .await;
     lambda.stop().await;
 }
 
@@ -1106,6 +1143,52 @@ async fn rotate_wait_reports_the_failing_step_and_its_error_from_the_log() {
     assert!(
         report["error_message"].as_str().unwrap().contains(&user),
         "{report:#}"
+    );
+
+    // Neither AWSCURRENT nor the pending credentials log in: dropping the stale AWSPENDING
+    // takes nothing that works, so it is allowed when asked for.
+    let run = ctl(
+        &world,
+        strategy,
+        &[],
+        &[
+            "resume",
+            "--json",
+            "--drop",
+            "--yes",
+            "--min-age",
+            "0",
+            "--secret-id",
+            &arn,
+        ],
+    )
+    .await;
+    run.assert_code(1, "dropped, but AWSCURRENT still does not log in");
+    let resumed = run.json();
+    assert_eq!(resumed["action"], "drop", "{resumed:#}");
+    assert_eq!(resumed["applied"], true, "{resumed:#}");
+    assert_eq!(resumed["after"]["current_logs_in"], false, "{resumed:#}");
+    assert!(resumed["after"]["stuck"].is_null(), "{resumed:#}");
+
+    // The same failure in text form.
+    let before = Before::take(&world, &arn, None).await;
+    let child = ctl_command(
+        &world,
+        strategy,
+        &env,
+        &["rotate", "--wait", "--secret-id", &arn],
+    )
+    .spawn()
+    .expect("pgrotatectl starts");
+    play_secrets_manager(&world, &lambda, &mut shipper, &arn, &before.labels, &STEPS).await;
+    let run = finish(child, "rotate-wait-failed-text").await;
+    run.assert_code(1, "failed rotation (text)");
+    assert!(run.stdout.contains("  ✓ createSecret ("), "{}", run.stdout);
+    assert!(run.stdout.contains("  ✗ setSecret ("), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("NoWorkingCredentials"),
+        "{}",
+        run.stdout
     );
     lambda.stop().await;
 }
