@@ -16,7 +16,7 @@ use pgrotate::db::sql::{quote_ident, quote_literal};
 use rstest::rstest;
 use serde_json::{Value, json};
 
-use crate::common::driver::{Driver, Login, STEPS, login, random_password};
+use crate::common::driver::{Driver, InProcess, Login, STEPS, login, random_password};
 use crate::common::lambda::{self, Lambda, REGION};
 use crate::common::unique;
 use crate::common::world::*;
@@ -761,6 +761,31 @@ async fn preflight_passes_for_a_secret_ready_to_rotate(#[case] strategy: Strateg
         assert_check(&report, "master-host", true, &["ALLOWED_DB_HOSTS"]);
         assert_check(&report, "master-privileges", true, &["superuser"]);
         assert_check(&report, "alternate", true, &["does not exist yet"]);
+    }
+    if strategy == Strategy::AlternatingUsers {
+        // After a rotation the clone is current, and logs in with the primary as its role.
+        let invoker = InProcess::new(&world.stack, strategy).await;
+        world
+            .driver
+            .rotate(&invoker, &arn, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let run = ctl(
+            &world,
+            strategy,
+            &env,
+            &["preflight", "--json", "--secret-id", &arn],
+        )
+        .await;
+        run.assert_code(0, "the clone current");
+        let report = run.json();
+        assert_check(
+            &report,
+            "database",
+            true,
+            &[&format!("as {user}_clone"), "TLSv1.3"],
+        );
+        assert_check(&report, "alternate", true, &[&format!("{user} exists")]);
     }
     // The text form: one ✓ line per check.
     let text = ctl(&world, strategy, &env, &["preflight", "--secret-id", &arn]).await;

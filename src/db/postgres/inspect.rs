@@ -71,26 +71,37 @@ impl Postgres {
     /// Logs in as `login` and reports what the connection negotiated. Channel binding is
     /// tested with a second login, as [`Postgres::uses_channel_binding`] does.
     pub async fn connection_info(&self, login: &DbLogin) -> Result<ConnectionInfo, DbError> {
+        let encrypted = login.ssl != crate::secret::SslMode::Disable;
         let (session_user, version, number, tls) = self
             .with_session(login, async |client| {
+                // A default role (the alternating clone's) would hide the session's own row
+                // of pg_stat_ssl: look as the session user.
+                client.batch_execute("SET ROLE NONE").await?;
+                let user: String = client
+                    .query_typed_one("SELECT session_user::text", &[])
+                    .await?
+                    .try_get(0)?;
                 let row = client
-                    .query_typed_one(
-                        "SELECT session_user::text, s.ssl, s.version, s.cipher
+                    .query_typed_opt(
+                        "SELECT s.ssl, s.version, s.cipher
                            FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()",
                         &[],
                     )
                     .await?;
                 let (number, version) = server_version(client).await?;
-                let ssl: bool = row.try_get(1)?;
-                let tls = if ssl {
-                    Some(TlsInfo {
-                        version: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
-                        cipher: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    })
-                } else {
-                    None
+                let tls = match row {
+                    Some(row) if row.try_get::<_, bool>(0)? => Some(TlsInfo {
+                        version: row.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        cipher: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    }),
+                    Some(_) => None,
+                    // Not visible to this user: the mode says whether it is encrypted.
+                    None => encrypted.then(|| TlsInfo {
+                        version: "TLS (version not visible to this user)".into(),
+                        cipher: "unknown cipher".into(),
+                    }),
                 };
-                Ok((row.try_get::<_, String>(0)?, version, number, tls))
+                Ok((user, version, number, tls))
             })
             .await?;
         let channel_binding = self.uses_channel_binding(login).await?;
