@@ -409,3 +409,31 @@ impl OperatorStore for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn operator_calls_keep_the_label_semantics() {
+        let store = MemoryStore::new();
+        store.create_secret("arn:s", "{}");
+        let token = store.rotate_secret("arn:s").await.unwrap();
+        let versions = store.list_versions("arn:s").await.unwrap();
+        assert_eq!(versions.len(), 2);
+        assert!(
+            versions
+                .iter()
+                .any(|v| v.id == token && v.stages == [AWSPENDING])
+        );
+        store.remove_pending("arn:s", &token).await.unwrap();
+        assert!(store.remove_pending("arn:s", &token).await.is_err());
+        assert_eq!(
+            store.labels("arn:s"),
+            vec![
+                ("v0".to_string(), vec![AWSCURRENT.to_string()]),
+                (token, vec![]),
+            ]
+        );
+    }
+}
