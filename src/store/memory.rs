@@ -431,8 +431,8 @@ mod tests {
         assert_eq!(
             store.labels("arn:s"),
             vec![
-                ("v0".to_string(), vec![AWSCURRENT.to_string()]),
                 (token, vec![]),
+                ("v0".to_string(), vec![AWSCURRENT.to_string()]),
             ]
         );
     }
