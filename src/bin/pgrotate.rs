@@ -20,6 +20,16 @@ async fn handle(
 ) -> Result<Value, Diagnostic> {
     let event = RotationEvent::from_json(&event.payload).map_err(|error| {
         tracing::error!(error = %error, "rejected the invocation");
+        // Counted as a failed step too (step "unknown"; nothing of the event is recorded).
+        pgrotate::metrics::StepRecord {
+            step: "",
+            strategy: rotator.config().strategy.as_str(),
+            secret_arn: "-",
+            token: "-",
+            duration_ms: 0,
+            result: Err(&error),
+        }
+        .emit();
         diagnostic(&error)
     })?;
     rotator.handle(&event).await.map_err(|e| diagnostic(&e))?;
