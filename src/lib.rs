@@ -13,6 +13,9 @@
 //! - [`logging`]: tracing set-up that never lets a dependency log secrets.
 //! - [`policy`]: the IAM documents template.yaml deploys, rendered from typed parameters
 //!   (for `pgrotatectl policy`), equal to the template's over its configuration matrix.
+//! - [`metrics`]: one CloudWatch Embedded Metric Format record per step.
+//! - [`runtime`]: what the function tells the Lambda runtime API before it can serve events.
+//! - [`ops`]: the operator CLI's commands (`pgrotatectl`), over the same ports and steps.
 //! - `error`: the error type.
 //!
 //! Modules are public only where a binary or an integration test reaches into them.
@@ -24,9 +27,12 @@ mod error;
 pub mod event;
 pub mod hosts;
 pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod password;
 pub mod policy;
 pub mod rotation;
+pub mod runtime;
 pub mod secret;
 pub mod store;
 

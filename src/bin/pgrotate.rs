@@ -31,6 +31,16 @@ async fn handle(
     let LambdaEvent { payload, context } = event;
     let event = RotationEvent::from_json(&payload).map_err(|error| {
         tracing::error!(error = %error, "rejected the invocation");
+        // Counted as a failed step too (step "unknown"; nothing of the event is recorded).
+        pgrotate::metrics::StepRecord {
+            step: "",
+            strategy: rotator.config().strategy.as_str(),
+            secret_arn: "-",
+            token: "-",
+            duration_ms: 0,
+            result: Err(&error),
+        }
+        .emit();
         diagnostic(&error)
     })?;
     let stop_by = stop_by(&context);
@@ -46,6 +56,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     pgrotate::logging::init_from_env();
     let config = Config::from_env().inspect_err(|error| {
         tracing::error!(error = %error, "pgrotate cannot start");
+        // Lambda shows this errorType and message for the failed initialisation.
+        if let Err(report) =
+            pgrotate::runtime::report_init_error_from_env(error.kind(), &error.to_string())
+        {
+            tracing::error!(error = %report, "the init error could not be reported");
+        }
     })?;
     let store = AwsSecretStore::from_env(
         config.secrets_manager_endpoint.as_deref(),

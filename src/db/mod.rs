@@ -13,6 +13,7 @@ pub mod sql;
 pub mod tls;
 
 pub use postgres::Postgres;
+pub use postgres::{ConnectionInfo, MasterFacts, RoleFacts, TlsInfo};
 
 /// Everything needed to open one connection.
 #[derive(Clone)]

@@ -22,12 +22,15 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::{
     MASTER_RIGHTS_SQL, MasterRights, MirroredAttributes, PAIR_FACTS_SQL, PairFacts, ReachableRole,
-    RoleFacts, TARGET_FACTS_SQL, alter_password_sql, master_reset_refusal, master_rights_refusal,
-    pair_plan, scram_verifier,
+    RoleFacts as PairRoleFacts, TARGET_FACTS_SQL, alter_password_sql, master_reset_refusal,
+    master_rights_refusal, pair_plan, scram_verifier,
 };
 use super::tls::TlsConfigs;
 use super::{AlternateChange, Database, DbError, DbFailure, DbLogin};
 use crate::secret::{RoleName, SslMode};
+
+mod inspect;
+pub use inspect::{ConnectionInfo, MasterFacts, RoleFacts, TlsInfo};
 
 /// The first PostgreSQL version (`server_version_num`) that stores SCRAM verifiers.
 const MIN_SERVER_VERSION: i32 = 100_000;
@@ -372,7 +375,7 @@ async fn pair_facts(
     for row in &rows {
         let databases: Vec<String> = row.try_get("database_setting_databases")?;
         let entries: Vec<String> = row.try_get("database_setting_entries")?;
-        let role = RoleFacts {
+        let role = PairRoleFacts {
             name: row.try_get("name")?,
             superuser: row.try_get("rolsuper")?,
             createrole: row.try_get("rolcreaterole")?,

@@ -16,6 +16,11 @@ use crate::secret::{DbSecret, MasterSecret, RoleName, SslMode};
 pub(super) struct Login(DbLogin);
 
 impl Login {
+    /// The checked login itself, for the operator tools (`crate::ops`).
+    pub(super) fn into_db_login(self) -> DbLogin {
+        self.0
+    }
+
     pub(super) fn username(&self) -> &RoleName {
         &self.0.username
     }

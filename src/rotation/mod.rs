@@ -7,7 +7,7 @@ use std::time::Instant;
 use secrecy::SecretString;
 
 use crate::config::{Config, Strategy};
-use crate::db::Database;
+use crate::db::{Database, DbLogin};
 use crate::error::Error;
 use crate::event::{RotationEvent, Step};
 use crate::secret::{DbSecret, MasterSecret, RoleName};
@@ -43,6 +43,8 @@ pub struct Rotator<S, D> {
     /// Reached only through the guard's checked logins (`ALLOWED_DB_HOSTS`, vouched master).
     db: GuardedDb<D>,
     config: Config,
+    /// Whether each step writes its EMF record to stdout (the function: yes; the CLI: no).
+    metrics: bool,
 }
 
 impl<S, D> Rotator<S, D>
@@ -55,7 +57,18 @@ where
             store,
             db: GuardedDb::new(db, &config),
             config,
+            metrics: true,
         }
+    }
+
+    /// The same rotator writing no metrics records (for runs outside the function).
+    pub fn without_metrics(mut self) -> Rotator<S, D> {
+        self.metrics = false;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn store(&self) -> &S {
@@ -126,6 +139,17 @@ where
                 "rotation step failed"
             ),
         }
+        if self.metrics {
+            crate::metrics::StepRecord {
+                step: &event.step,
+                strategy: self.config.strategy.as_str(),
+                secret_arn: arn,
+                token: &event.token,
+                duration_ms,
+                result: result.as_ref().map(|_| ()),
+            }
+            .emit();
+        }
         result
     }
 
@@ -166,7 +190,7 @@ where
         }
     }
 
-    pub(super) fn parse_secret(
+    pub(crate) fn parse_secret(
         &self,
         arn: &str,
         label: &str,
@@ -196,6 +220,17 @@ where
         tracing::trace!(secret_arn = arn, ?version, "reading secret version");
         let raw = self.store.get_value(arn, version).await?;
         self.parse_secret(arn, label, &raw)
+    }
+
+    /// The login of a secret's credentials for the operator tools, through the same guard
+    /// as the rotation's (ALLOWED_DB_HOSTS).
+    pub(crate) fn login(&self, secret: &DbSecret) -> Result<DbLogin, Error> {
+        Ok(self.db.user_login(secret, AWSCURRENT)?.into_db_login())
+    }
+
+    /// The master login for the operator tools, vouched for as the rotation's is.
+    pub(crate) async fn master_db_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
+        Ok(self.master_login(user).await?.into_db_login())
     }
 
     /// The user the pending secret must name.

@@ -5,7 +5,8 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    AWSCURRENT, AWSPENDING, SecretDescription, SecretStore, StoreError, StoreErrorKind, VersionRef,
+    AWSCURRENT, AWSPENDING, OperatorStore, SecretDescription, SecretStore, StoreError,
+    StoreErrorKind, VersionInfo, VersionRef,
 };
 
 /// The Secrets Manager adapter. Build it once per process and reuse it.
@@ -31,11 +32,36 @@ impl AwsSecretStore {
         .await
     }
 
+    /// The same for a program other than the function (the operator CLI), whose requests
+    /// carry `app/<app_name>` in their User-Agent instead of the function's `app/pgrotate`.
+    pub async fn from_env_as(
+        app_name: &str,
+        endpoint: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> AwsSecretStore {
+        Self::load_as(
+            aws_config::defaults(aws_config::BehaviorVersion::latest()),
+            endpoint,
+            timeout,
+            app_name,
+        )
+        .await
+    }
+
     /// The same from a given loader (tests set region and credentials on it).
     pub async fn load(
         loader: aws_config::ConfigLoader,
         endpoint: Option<&str>,
         timeout: std::time::Duration,
+    ) -> AwsSecretStore {
+        Self::load_as(loader, endpoint, timeout, "pgrotate").await
+    }
+
+    async fn load_as(
+        loader: aws_config::ConfigLoader,
+        endpoint: Option<&str>,
+        timeout: std::time::Duration,
+        app_name: &str,
     ) -> AwsSecretStore {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(3).min(timeout))
@@ -43,7 +69,7 @@ impl AwsSecretStore {
             .operation_timeout(timeout * 2)
             .build();
         let mut loader = loader.timeout_config(timeouts);
-        if let Ok(app_name) = aws_config::AppName::new("pgrotate") {
+        if let Ok(app_name) = aws_config::AppName::new(app_name.to_string()) {
             loader = loader.app_name(app_name);
         }
         let shared = loader.load().await;
@@ -130,10 +156,27 @@ impl SecretStore for AwsSecretStore {
                     .collect()
             })
             .unwrap_or_default();
+        let rotation_schedule = out.rotation_rules().and_then(|rules| {
+            rules.schedule_expression().map(str::to_string).or_else(|| {
+                rules
+                    .automatically_after_days()
+                    .map(|days| format!("rate({days} days)"))
+            })
+        });
         Ok(SecretDescription {
             arn: out.arn().unwrap_or(secret_id).to_string(),
             rotation_enabled: out.rotation_enabled(),
             versions,
+            name: out.name().map(str::to_string),
+            rotation_lambda_arn: out
+                .rotation_lambda_arn()
+                .filter(|arn| !arn.is_empty())
+                .map(str::to_string),
+            rotation_schedule,
+            kms_key_id: out.kms_key_id().map(str::to_string),
+            last_rotated: out.last_rotated_date().map(|d| d.secs()),
+            next_rotation: out.next_rotation_date().map(|d| d.secs()),
+            last_changed: out.last_changed_date().map(|d| d.secs()),
         })
     }
 
@@ -203,6 +246,67 @@ impl SecretStore for AwsSecretStore {
             .await
             .map_err(|e| store_error("UpdateSecretVersionStage", secret_id, e))?;
         crate::crash::point("after UpdateSecretVersionStage");
+        Ok(())
+    }
+}
+
+impl OperatorStore for AwsSecretStore {
+    async fn list_versions(&self, secret_id: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let mut versions = Vec::new();
+        let mut next_token = None;
+        loop {
+            let out = self
+                .client
+                .list_secret_version_ids()
+                .secret_id(secret_id)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| store_error("ListSecretVersionIds", secret_id, e))?;
+            for version in out.versions() {
+                versions.push(VersionInfo {
+                    id: version.version_id().unwrap_or_default().to_string(),
+                    stages: version.version_stages().to_vec(),
+                    created: version.created_date().map(|d| d.secs()),
+                });
+            }
+            next_token = out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next_token.is_none() {
+                return Ok(versions);
+            }
+        }
+    }
+
+    async fn rotate_secret(&self, secret_id: &str) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .rotate_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| store_error("RotateSecret", secret_id, e))?;
+        out.version_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError {
+                operation: "RotateSecret",
+                secret: secret_id.to_string(),
+                kind: StoreErrorKind::Other,
+                detail: "the answer has no VersionId".into(),
+            })
+    }
+
+    async fn remove_pending(&self, secret_id: &str, version: &str) -> Result<(), StoreError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage(AWSPENDING)
+            .remove_from_version_id(version)
+            .send()
+            .await
+            .map_err(|e| store_error("UpdateSecretVersionStage", secret_id, e))?;
         Ok(())
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::store::{
-    AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretDescription, SecretStore, StoreError,
-    StoreErrorKind, VersionRef,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, OperatorStore, SecretDescription, SecretStore, StoreError,
+    StoreErrorKind, VersionInfo, VersionRef,
 };
 
 /// The four operations, as logged and as targets for injected failures.
@@ -238,6 +238,8 @@ impl SecretStore for MemoryStore {
                 .filter(|v| !v.stages.is_empty())
                 .map(|v| (v.id.clone(), v.stages.clone()))
                 .collect(),
+            name: Some(secret.name.clone()),
+            ..SecretDescription::default()
         })
     }
 
@@ -356,5 +358,82 @@ impl SecretStore for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+impl OperatorStore for MemoryStore {
+    async fn list_versions(&self, secret_id: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let secret = state
+            .secret_mut(secret_id)
+            .ok_or_else(|| not_found("ListSecretVersionIds", secret_id, "no such secret"))?;
+        Ok(secret
+            .versions
+            .iter()
+            .filter(|v| !v.stages.is_empty())
+            .map(|v| VersionInfo {
+                id: v.id.clone(),
+                stages: v.stages.clone(),
+                created: None,
+            })
+            .collect())
+    }
+
+    async fn rotate_secret(&self, secret_id: &str) -> Result<String, StoreError> {
+        let token = {
+            let mut state = self.state.lock().unwrap();
+            let secret = state
+                .secret_mut(secret_id)
+                .ok_or_else(|| not_found("RotateSecret", secret_id, "no such secret"))?;
+            format!("r{}", secret.versions.len())
+        };
+        MemoryStore::start_rotation(self, secret_id, &token);
+        Ok(token)
+    }
+
+    async fn remove_pending(&self, secret_id: &str, version: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let secret = state
+            .secret_mut(secret_id)
+            .ok_or_else(|| not_found("UpdateSecretVersionStage", secret_id, "no such secret"))?;
+        match secret.versions.iter_mut().find(|v| v.id == version) {
+            Some(v) if v.stages.iter().any(|s| s == AWSPENDING) => {
+                v.stages.retain(|s| s != AWSPENDING);
+                Ok(())
+            }
+            _ => Err(invalid(
+                "UpdateSecretVersionStage",
+                secret_id,
+                "InvalidParameterException: RemoveFromVersionId does not hold AWSPENDING",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn operator_calls_keep_the_label_semantics() {
+        let store = MemoryStore::new();
+        store.create_secret("arn:s", "{}");
+        let token = store.rotate_secret("arn:s").await.unwrap();
+        let versions = store.list_versions("arn:s").await.unwrap();
+        assert_eq!(versions.len(), 2);
+        assert!(
+            versions
+                .iter()
+                .any(|v| v.id == token && v.stages == [AWSPENDING])
+        );
+        store.remove_pending("arn:s", &token).await.unwrap();
+        assert!(store.remove_pending("arn:s", &token).await.is_err());
+        assert_eq!(
+            store.labels("arn:s"),
+            vec![
+                (token, vec![]),
+                ("v0".to_string(), vec![AWSCURRENT.to_string()]),
+            ]
+        );
     }
 }

@@ -26,6 +26,18 @@ pub struct SecretDescription {
     pub rotation_enabled: Option<bool>,
     /// Version id → its staging labels.
     pub versions: Vec<(String, Vec<String>)>,
+    /// The rest is read by the operator CLI (`pgrotatectl`) only; the rotation ignores it.
+    pub name: Option<String>,
+    /// RotationLambdaARN: the function Secrets Manager invokes to rotate the secret.
+    pub rotation_lambda_arn: Option<String>,
+    /// The rotation schedule, as `rate(N days)` or the secret's ScheduleExpression.
+    pub rotation_schedule: Option<String>,
+    /// KmsKeyId: `None` when the secret uses the AWS managed key `aws/secretsmanager`.
+    pub kms_key_id: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub last_rotated: Option<i64>,
+    pub next_rotation: Option<i64>,
+    pub last_changed: Option<i64>,
 }
 
 impl SecretDescription {
@@ -42,6 +54,15 @@ impl SecretDescription {
             .find(|(_, stages)| stages.iter().any(|s| s == stage))
             .map(|(id, _)| id.as_str())
     }
+}
+
+/// One version of a secret as ListSecretVersionIds shows it (operator CLI only).
+#[derive(Debug, Clone, Default)]
+pub struct VersionInfo {
+    pub id: String,
+    pub stages: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub created: Option<i64>,
 }
 
 /// Which value to read.
@@ -128,5 +149,30 @@ pub trait SecretStore {
         secret_id: &str,
         token: &str,
         from_version: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The calls an operator makes besides the rotation's own (the `pgrotatectl` CLI): never
+/// made by the function, so its role does not need them.
+pub trait OperatorStore {
+    /// ListSecretVersionIds (labelled versions, with their creation dates).
+    fn list_versions(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<Vec<VersionInfo>, StoreError>> + Send;
+
+    /// RotateSecret with the rotation already configured on the secret (no RotationLambdaARN,
+    /// no rules: they stay as they are); returns the new version id.
+    fn rotate_secret(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// UpdateSecretVersionStage removing AWSPENDING from `version` (what Secrets Manager does
+    /// after finishSecret, and how a stale pending version is dropped).
+    fn remove_pending(
+        &self,
+        secret_id: &str,
+        version: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -112,6 +112,8 @@ struct Inner {
     /// Invocations queued or running, by request id.
     waiting: HashMap<String, oneshot::Sender<Outcome>>,
     init_error: Option<String>,
+    /// The `Lambda-Runtime-Function-Error-Type` header of the `init/error` call.
+    init_error_type: Option<String>,
     /// Set when the current process ended on its own (a crash, a failed start).
     exited: Option<String>,
     invocations: u64,
@@ -219,6 +221,16 @@ impl Lambda {
     /// The body of an `init/error` call, if the function reported one.
     pub fn init_error(&self) -> Option<String> {
         self.shared.inner.lock().unwrap().init_error.clone()
+    }
+
+    /// The `Lambda-Runtime-Function-Error-Type` header of that call.
+    pub fn init_error_type(&self) -> Option<String> {
+        self.shared.inner.lock().unwrap().init_error_type.clone()
+    }
+
+    /// Whether the function process ended on its own (and how), `None` while it runs.
+    pub fn exited(&self) -> Option<String> {
+        self.shared.inner.lock().unwrap().exited.clone()
     }
 
     fn spawn(&mut self) {
@@ -497,7 +509,18 @@ async fn error(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: 
     )
 }
 
-async fn init_error(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared.inner.lock().unwrap().init_error = Some(String::from_utf8_lossy(&body).into_owned());
+async fn init_error(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let error_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut inner = shared.inner.lock().unwrap();
+    inner.init_error_type = error_type;
+    inner.init_error = Some(String::from_utf8_lossy(&body).into_owned());
+    drop(inner);
     (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
 }

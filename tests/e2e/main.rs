@@ -12,6 +12,7 @@ mod common;
 mod attacks;
 mod faults;
 mod load;
+mod operator;
 mod policy_recordings;
 mod refusals;
 mod rotations;
