@@ -10,6 +10,7 @@
 mod common;
 
 mod attacks;
+mod crashes;
 mod faults;
 mod load;
 mod operator;
