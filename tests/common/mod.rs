@@ -5,6 +5,8 @@
 
 pub mod driver;
 pub mod lambda;
+pub mod pg_log;
+pub mod sm_proxy;
 pub mod world;
 
 use std::path::PathBuf;
@@ -35,6 +37,9 @@ pub struct Stack {
     pub pg_log: PathBuf,
     pub plain_log: PathBuf,
     pub sm_endpoint: String,
+    /// The TLS mode of the logins this handle makes (verify-full; disable for
+    /// [`Stack::plaintext`]).
+    pub ssl: SslMode,
 }
 
 fn var(name: &str) -> String {
@@ -61,6 +66,18 @@ impl Stack {
             pg_log: var("PGROTATE_PG_LOG").into(),
             plain_log: var("PGROTATE_PG_PLAIN_LOG").into(),
             sm_endpoint: var("PGROTATE_SM_ENDPOINT"),
+            ssl: SslMode::VerifyFull,
+        }
+    }
+
+    /// The same stack with the plaintext cluster as its PostgreSQL (port, log, `ssl`
+    /// disable): the same admin user and password, the same helpers.
+    pub fn plaintext(&self) -> Stack {
+        Stack {
+            port: self.plain_port,
+            pg_log: self.plain_log.clone(),
+            ssl: SslMode::Disable,
+            ..self.clone()
         }
     }
 
@@ -108,7 +125,7 @@ impl Stack {
             dbname: dbname.to_string(),
             username: pgrotate::secret::RoleName::parse(user).expect("a valid role name"),
             password: SecretString::from(password.to_string()),
-            ssl: SslMode::VerifyFull,
+            ssl: self.ssl,
         }
     }
 
