@@ -60,6 +60,8 @@ struct Options {
     count_rotations: usize,
     out: PathBuf,
     sections: Vec<String>,
+    /// Extra environment variables of the function (`--function-env NAME=VALUE`).
+    function_env: Vec<(String, String)>,
 }
 
 const SECTIONS: [&str; 7] = [
@@ -75,6 +77,7 @@ const SECTIONS: [&str; 7] = [
 const USAGE: &str = "usage: bench [--quick] [--starts N] [--rotations N] [--floor-samples N]
              [--growth-reps N] [--throughput-rotations N] [--throughput-trials N]
              [--sections cold,warm,counts,floor,package,growth,throughput] [--out FILE]
+             [--function-env NAME=VALUE]...
 
   --quick                  fewer samples (5 starts, 10 rotations, ...) for a quick look;
                            the budgets' sample sizes are the defaults
@@ -84,7 +87,10 @@ const USAGE: &str = "usage: bench [--quick] [--starts N] [--rotations N] [--floo
   --growth-reps N          setSecret runs per growth case (default 5)
   --throughput-rotations N rotations per process per throughput trial (default 10)
   --throughput-trials N    trials per process count (default 3)
-  --out FILE               the JSON report (default target/bench/report.json)";
+  --out FILE               the JSON report (default target/bench/report.json)
+  --function-env NAME=VALUE  an extra environment variable of the function (repeatable)
+
+The function under test is target/release/pgrotate next to this harness, or $PGROTATE_BIN.";
 
 impl Options {
     fn parse() -> Result<Options, String> {
@@ -98,6 +104,7 @@ impl Options {
             count_rotations: 3,
             out: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/report.json"),
             sections: SECTIONS.iter().map(|s| s.to_string()).collect(),
+            function_env: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -127,6 +134,13 @@ impl Options {
                 }
                 "--throughput-trials" => o.throughput_trials = number("--throughput-trials")?,
                 "--out" => o.out = args.next().ok_or("--out needs a value")?.into(),
+                "--function-env" => {
+                    let kv = args.next().ok_or("--function-env needs NAME=VALUE")?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or(format!("--function-env: not NAME=VALUE: {kv}"))?;
+                    o.function_env.push((k.to_string(), v.to_string()));
+                }
                 "--sections" => {
                     let list = args.next().ok_or("--sections needs a value")?;
                     o.sections = list.split(',').map(|s| s.trim().to_string()).collect();
@@ -233,11 +247,12 @@ fn machine() -> Value {
     })
 }
 
-/// Peak resident set (`VmHWM`) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM`: peak resident set; `RssAnon`, `RssFile`:
+/// resident heap/stacks and resident mapped file pages, now).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     read(&format!("/proc/{pid}/status"))
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
@@ -278,6 +293,7 @@ impl Target {
 }
 
 struct Bench {
+    function_env: Vec<(String, String)>,
     stack: Stack,
     driver: Driver,
     master_arn: String,
@@ -321,9 +337,13 @@ impl Bench {
     /// The function as deployed for the benchmark: production log level (INFO), Secrets
     /// Manager at `endpoint` (the emulator, or the counting proxy).
     fn deployment(&self, strategy: Strategy, endpoint: &str) -> Deployment {
-        deployment(&self.stack, strategy, FUNCTION)
+        let mut d = deployment(&self.stack, strategy, FUNCTION)
             .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
-            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint);
+        for (k, v) in &self.function_env {
+            d = d.env(k, v);
+        }
+        d
     }
 
     async fn lambda(&self, strategy: Strategy, endpoint: &str) -> Lambda {
@@ -434,6 +454,8 @@ async fn cold_start(bench: &Bench, o: &Options) -> Cold {
 struct Warm {
     series: BTreeMap<String, StepSeries>,
     peak_rss_kib: BTreeMap<String, u64>,
+    /// RssAnon and RssFile at the end.
+    rss_split_kib: BTreeMap<String, (u64, u64)>,
     cpu_ms_per_rotation: BTreeMap<String, f64>,
 }
 
@@ -471,12 +493,16 @@ async fn warm(bench: &Bench, o: &Options) -> Warm {
     let mut warm = Warm {
         series: BTreeMap::new(),
         peak_rss_kib: BTreeMap::new(),
+        rss_split_kib: BTreeMap::new(),
         cpu_ms_per_rotation: BTreeMap::new(),
     };
     for (name, _, mut lambda, series, cpu0) in live {
         let pid = lambda.pid().unwrap();
-        if let Some(kib) = peak_rss_kib(pid) {
+        if let Some(kib) = status_kib(pid, "VmHWM") {
             warm.peak_rss_kib.insert(name.clone(), kib);
+        }
+        if let (Some(anon), Some(file)) = (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile")) {
+            warm.rss_split_kib.insert(name.clone(), (anon, file));
         }
         if let Some(cpu) = cpu_ms(pid) {
             warm.cpu_ms_per_rotation
@@ -967,6 +993,7 @@ async fn main() -> ExitCode {
     let tls = Target::new(stack.clone(), "verify-full").await;
     let plain = Target::new(stack.plaintext(), "disable").await;
     let bench = Arc::new(Bench {
+        function_env: o.function_env.clone(),
         stack,
         driver,
         master_arn,
@@ -1180,9 +1207,12 @@ async fn main() -> ExitCode {
             o.rotations
         );
         for (name, kib) in &warm.peak_rss_kib {
+            let (anon, file) = warm.rss_split_kib.get(name).copied().unwrap_or_default();
             println!(
-                "  {name:<28} {:.2} MiB, CPU {:.1} ms/rotation",
+                "  {name:<28} peak {:.2} MiB (at the end: heap/stacks {:.2} MiB + mapped binary and libraries {:.2} MiB), CPU {:.1} ms/rotation",
                 *kib as f64 / 1024.0,
+                anon as f64 / 1024.0,
+                file as f64 / 1024.0,
                 warm.cpu_ms_per_rotation
                     .get(name)
                     .copied()
@@ -1192,7 +1222,7 @@ async fn main() -> ExitCode {
         let peak = warm.peak_rss_kib.values().copied().max().unwrap_or(0);
         report.insert(
             "memory".into(),
-            json!({"peak_rss_kib": warm.peak_rss_kib, "max_peak_rss_mib": (peak as f64 / 1024.0 * 100.0).round() / 100.0}),
+            json!({"peak_rss_kib": warm.peak_rss_kib, "rss_anon_file_kib_at_end": warm.rss_split_kib, "max_peak_rss_mib": (peak as f64 / 1024.0 * 100.0).round() / 100.0}),
         );
         budget(
             &mut budgets,
@@ -1488,6 +1518,7 @@ async fn main() -> ExitCode {
             "growth_reps": o.growth_reps, "throughput_rotations": o.throughput_rotations,
             "throughput_trials": o.throughput_trials, "count_rotations": o.count_rotations,
             "sections": o.sections,
+            "function_env": o.function_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         }),
     );
     report.insert(
