@@ -8,14 +8,18 @@
 # installs what is missing (integration/install-deps.sh), uses the local stack described by the
 # environment (PGROTATE_PG_HOST & co., e.g. after `source .stack/env` or
 # `source integration/compose.env`) or by <state dir>/env when it answers, else starts one
-# (integration/stack-up.sh) and stops it on exit; builds the release Lambda binary and the
-# harness (integration/bench/main.rs, a cargo example over the test helpers), and runs it. The
-# harness prints the table and writes target/bench/report.json (and target/bench/package/,
-# the zipped artifact). Exit status 0 when the benchmark ran (budgets missed or not: the table
-# says which).
+# (integration/stack-up.sh) and stops it on exit; builds the harness (integration/bench/main.rs,
+# a cargo example over the test helpers) and the function as it is deployed: `sam build` runs
+# `cargo lambda build --release` (thin LTO, one codegen unit, panic=abort, stripped), so the
+# benchmark measures that artifact, target/lambda/pgrotate/bootstrap (the first build of it
+# compiles the dependencies once more, into target/x86_64-unknown-linux-gnu; integration/test.sh's
+# sam build shares it). The harness prints the table and writes target/bench/report.json (and
+# target/bench/package/, the zipped artifact). Exit status 0 when the benchmark ran (budgets
+# missed or not: the table says which).
 #
-# Environment: PGROTATE_STACK_DIR (state dir of the stack, default <repo>/.stack), and what
-# install-deps.sh and stack-up.sh read (PGROTATE_VENV, ...).
+# Environment: PGROTATE_BENCH_BINARY=release measures target/release/pgrotate (plain
+# `cargo build --release`) instead of the Lambda artifact; PGROTATE_STACK_DIR (state dir of the
+# stack, default <repo>/.stack), and what install-deps.sh and stack-up.sh read (PGROTATE_VENV, ...).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -85,8 +89,21 @@ else
     source "$STATE_DIR/env"
 fi
 
-say "building the Lambda binary and the harness (cargo build --release)"
+say "building the harness and the release binary (cargo build --release)"
 cargo build --release --bin pgrotate --example bench
 
-say "running the benchmark (target/release/examples/bench $*)"
+VENV="${PGROTATE_VENV:-$REPO/.venv}"
+if [ "${PGROTATE_BENCH_BINARY:-lambda}" = release ]; then
+    export PGROTATE_BIN="$REPO/target/release/pgrotate"
+    say "measuring the plain release binary (PGROTATE_BENCH_BINARY=release)"
+else
+    say "building the Lambda artifact as sam build does (cargo lambda build --release --bin pgrotate)"
+    # cargo-lambda comes with integration/requirements.txt; its plain cargo backend builds for
+    # the host (its default backend, zig, is for cross builds).
+    PATH="$VENV/bin:$PATH" CARGO_LAMBDA_COMPILER="${CARGO_LAMBDA_COMPILER:-cargo}" \
+        cargo lambda build --release --bin pgrotate
+    export PGROTATE_BIN="$REPO/target/lambda/pgrotate/bootstrap"
+fi
+
+say "running the benchmark (target/release/examples/bench $*) on $PGROTATE_BIN"
 "$REPO/target/release/examples/bench" "$@"

@@ -734,6 +734,18 @@ fn package(out_dir: &Path) -> Value {
         assert!(ok, "neither zip nor python3 could make the zip");
     }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // The plain `cargo build --release` binary, for comparison when another one is measured.
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pgrotate");
+    let release_zip = dir.join("release-x86_64.zip");
+    let release_zipped = release != binary
+        && release.exists()
+        && std::process::Command::new("zip")
+            .args(["-q", "-9", "-X", "-j"])
+            .arg(&release_zip)
+            .arg(&release)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
     let elf = std::fs::read(&binary).unwrap_or_default();
     let stripped = !elf.windows(7).any(|w| w == b".symtab");
     let installed = std::process::Command::new("rustup")
@@ -748,6 +760,8 @@ fn package(out_dir: &Path) -> Value {
         "stripped": stripped,
         "zip": zip.display().to_string(),
         "zip_bytes": size(&zip),
+        "plain_release_binary_bytes": if release_zipped { json!(size(&release)) } else { Value::Null },
+        "plain_release_zip_bytes": if release_zipped { json!(size(&release_zip)) } else { Value::Null },
         "arm64": if arm64 {
             "aarch64 target installed but not built by the benchmark"
         } else {
@@ -1370,12 +1384,20 @@ async fn main() -> ExitCode {
         let zip = package["zip_bytes"].as_u64().unwrap_or(0) as f64;
         println!();
         println!(
-            "6. package: binary {:.2} MiB (stripped: {}), zip (bootstrap, deflate -9) {:.2} MiB, x86_64; arm64 {}",
+            "6. package: {} {:.2} MiB (stripped: {}), zip (bootstrap, deflate -9) {:.2} MiB, x86_64; arm64 {}",
+            package["binary"].as_str().unwrap_or("?"),
             package["binary_bytes"].as_u64().unwrap_or(0) as f64 / MIB,
             package["stripped"],
             zip / MIB,
             package["arm64"].as_str().unwrap_or("")
         );
+        if let Some(plain) = package["plain_release_zip_bytes"].as_u64() {
+            println!(
+                "  for comparison, plain `cargo build --release` (target/release/pgrotate): {:.2} MiB, zip {:.2} MiB",
+                package["plain_release_binary_bytes"].as_u64().unwrap_or(0) as f64 / MIB,
+                plain as f64 / MIB
+            );
+        }
         report.insert("package".into(), package.clone());
         budget(
             &mut budgets,
