@@ -77,7 +77,14 @@ pg_ctl_as_owner() {
     (cd / && exec ${run[@]+"${run[@]}"} "$PG_CTL" -D "$data" "$@")
 }
 
-for name in tls plain; do
+# Every cluster stack-up.sh records (tls, selfsigned, plain), known names first.
+names=(tls selfsigned plain)
+for f in "$STATE_DIR"/pg-*.datadir "$STATE_DIR"/pg-*.pid; do
+    [ -e "$f" ] || continue
+    n="${f##*/pg-}" n="${n%.*}"
+    case " ${names[*]} " in *" $n "*) ;; *) names+=("$n") ;; esac
+done
+for name in "${names[@]}"; do
     datafile="$STATE_DIR/pg-$name.datadir"
     pidfile="$STATE_DIR/pg-$name.pid"
     [ -f "$datafile" ] || [ -f "$pidfile" ] || continue

@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
 # Starts the local integration stack, all on 127.0.0.1 and random free ports:
 #   1. a TLS PostgreSQL cluster (SCRAM only, server cert for DNS:localhost signed by a
-#      CA generated here, log_statement=all to <state>/pg-tls.log)
-#   2. a plaintext PostgreSQL cluster (SCRAM only, ssl=off, log to <state>/pg-plain.log)
-#   3. moto_server as the Secrets Manager / KMS emulator (log to <state>/moto.log)
+#      CA generated here, log_statement=all to <state>/pg-tls.log). Plaintext is accepted
+#      too, except for members of the role pgrotate_tls_required (hostnossl ... reject).
+#   2. a self-signed TLS PostgreSQL cluster: its certificate made exactly as PostgreSQL's
+#      documentation does (`openssl req -new -x509 -days 365 -nodes -text -out server.crt
+#      -keyout server.key -subj "/CN=localhost"`: no subjectAltName, CN=localhost, OpenSSL's
+#      default v3_ca extensions, so basicConstraints=critical,CA:TRUE); TLS-only (pg_hba has
+#      hostssl lines only: a plaintext TCP connection gets "no pg_hba.conf entry ... no
+#      encryption"); SCRAM only, log_statement=all to <state>/pg-selfsigned.log. A second
+#      self-signed certificate (same recipe, another key) that no server uses is written too.
+#   3. a plaintext PostgreSQL cluster (SCRAM only, ssl=off, log to <state>/pg-plain.log)
+#   4. moto_server as the Secrets Manager / KMS emulator (log to <state>/moto.log)
 # then writes <state>/env (export lines for `source`) and prints it.
+#
+# PostgreSQL major: PGROTATE_PG_MAJOR (13 to 18; default: Debian's, the newest
+# /usr/lib/postgresql/*/bin, 15 on Debian 12). A major Debian does not provide runs from
+# <repo>/.pg/<major>/native/bin, installed by `PGROTATE_PG_MAJORS=<major> bash
+# integration/install-deps.sh` (versions pinned in integration/pg-versions). Debian's psql
+# and pg_isready are the clients for every major. Two stacks (e.g. two majors) can run at
+# once with different PGROTATE_STACK_DIR: ports are random, data dirs are mktemp'd.
 #
 # State dir: $PGROTATE_STACK_DIR, default <repo>/.stack. The clusters' data dirs live in a
 # mktemp -d directory whose path is recorded in the state dir. A stack already running from
@@ -14,8 +29,9 @@
 # `postgres` if it exists, else a `pgrotate` system user created here, else `nobody`).
 #
 # Other environment: PGROTATE_VENV (default <repo>/.venv), PGROTATE_PG_BIN (directory with
-# initdb/postgres; default the newest /usr/lib/postgresql/*/bin), PGROTATE_START_TIMEOUT
-# (seconds to wait for each service, default 60).
+# initdb/postgres; overrides PGROTATE_PG_MAJOR's choice, which must then match it),
+# PGROTATE_PG_DIR (default <repo>/.pg), PGROTATE_START_TIMEOUT (seconds to wait for each
+# service, default 60).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -66,7 +82,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- tools -------------------------------------------------------------------------
+PG_DIR="${PGROTATE_PG_DIR:-$REPO/.pg}"
+WANT_MAJOR="${PGROTATE_PG_MAJOR:-}"
+if [ -n "$WANT_MAJOR" ] && ! [[ "$WANT_MAJOR" =~ ^[0-9]+$ ]]; then
+    die "PGROTATE_PG_MAJOR='$WANT_MAJOR' is not a PostgreSQL major version (13 to 18)"
+fi
 PG_BIN="${PGROTATE_PG_BIN:-}"
+if [ -z "$PG_BIN" ] && [ -n "$WANT_MAJOR" ]; then
+    for d in "/usr/lib/postgresql/$WANT_MAJOR/bin" "$PG_DIR/$WANT_MAJOR/native/bin"; do
+        if [ -x "$d/postgres" ] && [ -x "$d/initdb" ]; then PG_BIN="$d"; break; fi
+    done
+    [ -n "$PG_BIN" ] || die "PostgreSQL $WANT_MAJOR is not installed (neither /usr/lib/postgresql/$WANT_MAJOR/bin nor $PG_DIR/$WANT_MAJOR/native/bin): run PGROTATE_PG_MAJORS=$WANT_MAJOR bash integration/install-deps.sh"
+fi
 if [ -z "$PG_BIN" ]; then
     while IFS= read -r d; do
         if [ -x "$d/postgres" ] && [ -x "$d/initdb" ]; then PG_BIN="$d"; break; fi
@@ -79,9 +106,24 @@ fi
 if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/postgres" ] || [ ! -x "$PG_BIN/initdb" ]; then
     die "no PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin); run integration/install-deps.sh"
 fi
-printf '%s\n' "$PG_BIN" >"$STATE_DIR/pg-bin"
-PSQL="$PG_BIN/psql"; [ -x "$PSQL" ] || PSQL="$(command -v psql)" || die "psql not found"
-PG_ISREADY="$PG_BIN/pg_isready"; [ -x "$PG_ISREADY" ] || PG_ISREADY="$(command -v pg_isready)" || die "pg_isready not found"
+PG_VERSION_TEXT="$("$PG_BIN/postgres" --version 2>&1)" || die "$PG_BIN/postgres --version failed: $PG_VERSION_TEXT"
+PG_BIN_MAJOR="$(printf '%s\n' "$PG_VERSION_TEXT" | sed -n 's/.*(PostgreSQL) \([0-9][0-9]*\).*/\1/p' | head -n1)"
+[ -n "$PG_BIN_MAJOR" ] || die "cannot tell the major version of $PG_BIN/postgres ('$PG_VERSION_TEXT')"
+if [ -n "$WANT_MAJOR" ] && [ "$PG_BIN_MAJOR" != "$WANT_MAJOR" ]; then
+    die "PGROTATE_PG_MAJOR=$WANT_MAJOR but $PG_BIN/postgres is '$PG_VERSION_TEXT'"
+fi
+log "PostgreSQL server: $PG_VERSION_TEXT ($PG_BIN)"
+# Clients: the server's own if it has them, else Debian's newest (the npm builds ship none).
+find_client() {
+    local name="$1" d
+    if [ -x "$PG_BIN/$name" ]; then printf '%s\n' "$PG_BIN/$name"; return 0; fi
+    while IFS= read -r d; do
+        if [ -x "$d/$name" ]; then printf '%s\n' "$d/$name"; return 0; fi
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r)
+    command -v "$name"
+}
+PSQL="$(find_client psql)" || die "psql not found"
+PG_ISREADY="$(find_client pg_isready)" || die "pg_isready not found"
 command -v openssl >/dev/null 2>&1 || die "openssl not found; run integration/install-deps.sh"
 [ -x "$VENV/bin/moto_server" ] || die "$VENV/bin/moto_server not found; run integration/install-deps.sh"
 PY="$VENV/bin/python"
@@ -135,6 +177,22 @@ TMP="$(mktemp -d "$base/pgrotate-stack.XXXXXXXX")"
 printf '%s\n' "$TMP" >"$STATE_DIR/tmpdir"
 chmod 700 "$TMP"
 if is_root; then chown "$PG_UID:$PG_GID" "$TMP"; fi
+
+# The server binaries must be usable by the PostgreSQL OS user. An npm build under a directory
+# that user cannot reach (e.g. a repository under /root) is copied into the temp dir.
+if is_root && ! as_pg "$PG_BIN/postgres" --version >/dev/null 2>&1; then
+    if [ -d "$PG_BIN/../lib" ] && [ -d "$PG_BIN/../share" ]; then
+        log "OS user $PG_OS_USER cannot run $PG_BIN/postgres: copying the server into $TMP/pg"
+        mkdir "$TMP/pg"
+        cp -a "$PG_BIN/../bin" "$PG_BIN/../lib" "$PG_BIN/../share" "$TMP/pg/"
+        chmod -R a+rX "$TMP/pg"
+        PG_BIN="$TMP/pg/bin"
+        as_pg "$PG_BIN/postgres" --version >/dev/null 2>&1 || die "OS user $PG_OS_USER cannot run $PG_BIN/postgres"
+    else
+        die "OS user $PG_OS_USER cannot run $PG_BIN/postgres (check the permissions of $PG_BIN and its parents)"
+    fi
+fi
+printf '%s\n' "$PG_BIN" >"$STATE_DIR/pg-bin"
 
 # --- helpers -----------------------------------------------------------------------
 free_port() {
@@ -200,10 +258,36 @@ EXT
 make_certs
 log "CA certificate: $STATE_DIR/ca.pem (server certificate SAN: DNS:localhost only)"
 
+# make_selfsigned NAME: NAME.crt and NAME.key in the state dir, by PostgreSQL's documentation
+# recipe (the same command; only the file names differ from its server.crt/server.key): RSA
+# key, no SAN, subject CN=localhost, OpenSSL's default extensions for `req -x509` (v3_ca:
+# subject and authority key ids, basicConstraints=critical,CA:TRUE), and `-text`, so the .crt
+# file holds a human-readable dump of the certificate before its PEM block.
+make_selfsigned() {
+    local d="$STATE_DIR" name="$1"
+    rm -f "$d/$name.crt" "$d/$name.key"
+    (
+        umask 077
+        cd "$d"
+        openssl req -new -x509 -days 365 -nodes -text -out "$name.crt" \
+            -keyout "$name.key" -subj "/CN=localhost"
+    ) >>"$d/openssl.log" 2>&1 || { show_tail "$d/openssl.log"; die "could not generate the self-signed certificate $name"; }
+    chmod 644 "$d/$name.crt"
+    if openssl x509 -in "$d/$name.crt" -noout -text | grep -q 'Subject Alternative Name'; then
+        die "$d/$name.crt has a subjectAltName; the self-signed certificate must have none"
+    fi
+}
+make_selfsigned selfsigned
+make_selfsigned other-selfsigned
+SELFSIGNED_CA_FLAG="$(openssl x509 -in "$STATE_DIR/selfsigned.crt" -noout -text \
+    | sed -n '/Basic Constraints/{n;s/^ *//;p;}')"
+log "self-signed certificates: $STATE_DIR/selfsigned.crt (server), $STATE_DIR/other-selfsigned.crt (no server); no SAN, CN=localhost, ${SELFSIGNED_CA_FLAG:-no basicConstraints}"
+
 # --- PostgreSQL clusters -----------------------------------------------------------
-# start_cluster NAME SSL(on|off) LOGFILE  -> sets CLUSTER_PORT
+# start_cluster NAME KIND(tls|selfsigned|plain) LOGFILE  -> sets CLUSTER_PORT
 start_cluster() {
-    local name="$1" ssl="$2" logfile="$3"
+    local name="$1" kind="$2" logfile="$3" ssl=on
+    [ "$kind" != plain ] || ssl=off
     local dir="$TMP/$name" data="$TMP/$name/data"
     mkdir -m 700 "$dir"
     if is_root; then chown "$PG_UID:$PG_GID" "$dir"; fi
@@ -245,10 +329,24 @@ ssl_cert_file = 'server.crt'
 ssl_key_file = 'server.key'
 ssl_min_protocol_version = 'TLSv1.2'
 CONF
-        cp "$STATE_DIR/server.crt" "$data/server.crt"
-        cp "$STATE_DIR/server.key" "$data/server.key"
+        local cert=server
+        [ "$kind" != selfsigned ] || cert=selfsigned
+        cp "$STATE_DIR/$cert.crt" "$data/server.crt"
+        cp "$STATE_DIR/$cert.key" "$data/server.key"
         chmod 600 "$data/server.key" "$data/server.crt"
         if is_root; then chown "$PG_UID:$PG_GID" "$data/server.key" "$data/server.crt"; fi
+    fi
+    if [ "$kind" = selfsigned ]; then
+        cat >"$data/pg_hba.conf" <<'HBA'
+# pgrotate integration stack: self-signed TLS cluster, TLS only. SCRAM only, no trust, no
+# peer. No hostnossl/host line: a plaintext TCP connection matches nothing and is refused
+# with "no pg_hba.conf entry for host ..., no encryption" (as a server that forces TLS).
+# TYPE     DATABASE  USER                    ADDRESS        METHOD
+hostssl    all       all                     127.0.0.1/32   scram-sha-256
+hostssl    all       all                     ::1/128        scram-sha-256
+local      all       all                                    scram-sha-256
+HBA
+    elif [ "$kind" = tls ]; then
         cat >"$data/pg_hba.conf" <<'HBA'
 # pgrotate integration stack: TLS cluster. SCRAM only, no trust, no peer.
 # TYPE     DATABASE  USER                    ADDRESS        METHOD
@@ -320,9 +418,17 @@ admin_psql() {
 }
 
 TLS_LOG="$STATE_DIR/pg-tls.log"
+SELFSIGNED_LOG="$STATE_DIR/pg-selfsigned.log"
 PLAIN_LOG="$STATE_DIR/pg-plain.log"
 
-start_cluster tls on "$TLS_LOG"
+# client_psql CONNINFO ARGS...: psql as the superuser over TCP (what the tests do).
+client_psql() {
+    local conninfo="$1"; shift
+    PGPASSWORD="$ADMIN_PASSWORD" PGCONNECT_TIMEOUT=10 "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 \
+        "$conninfo user=$ADMIN_USER dbname=postgres" "$@"
+}
+
+start_cluster tls tls "$TLS_LOG"
 TLS_PORT="$CLUSTER_PORT"
 log "TLS PostgreSQL cluster on 127.0.0.1:$TLS_PORT (log $TLS_LOG)"
 admin_psql tls "$TLS_PORT" -c "CREATE ROLE pgrotate_tls_required NOLOGIN" \
@@ -333,8 +439,40 @@ got="$(PGPASSWORD="$ADMIN_PASSWORD" PGCONNECT_TIMEOUT=10 "$PSQL" -X -A -t -v ON_
     -c "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>"$STATE_DIR/check.err")" \
     || { cat "$STATE_DIR/check.err" >&2; show_tail "$TLS_LOG"; die "TLS cluster: verify-full connection to localhost:$TLS_PORT failed"; }
 [ "$got" = t ] || die "TLS cluster: connection over TCP was not encrypted (pg_stat_ssl.ssl=$got)"
+SERVER_VERSION_NUM="$(admin_psql tls "$TLS_PORT" -c "SHOW server_version_num")" \
+    || die "TLS cluster: SHOW server_version_num failed"
+SERVER_VERSION="$(admin_psql tls "$TLS_PORT" -c "SHOW server_version")" \
+    || die "TLS cluster: SHOW server_version failed"
+[[ "$SERVER_VERSION_NUM" =~ ^[0-9]+$ ]] || die "TLS cluster: server_version_num is '$SERVER_VERSION_NUM'"
+SERVER_MAJOR=$((SERVER_VERSION_NUM / 10000))
+[ "$SERVER_MAJOR" = "$PG_BIN_MAJOR" ] \
+    || die "TLS cluster: the server says $SERVER_VERSION, but $PG_BIN/postgres is '$PG_VERSION_TEXT'"
+log "PostgreSQL $SERVER_VERSION (server_version_num $SERVER_VERSION_NUM)"
 
-start_cluster plain off "$PLAIN_LOG"
+start_cluster selfsigned selfsigned "$SELFSIGNED_LOG"
+SELFSIGNED_PORT="$CLUSTER_PORT"
+log "self-signed TLS-only PostgreSQL cluster on 127.0.0.1:$SELFSIGNED_PORT (log $SELFSIGNED_LOG)"
+# libpq trusts a self-signed server certificate that is itself the root file, host name
+# checked against its CN (it has no SAN).
+got="$(client_psql "host=localhost port=$SELFSIGNED_PORT sslmode=verify-full sslrootcert=$STATE_DIR/selfsigned.crt" \
+    -c "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>"$STATE_DIR/check.err")" \
+    || { cat "$STATE_DIR/check.err" >&2; show_tail "$SELFSIGNED_LOG"; die "self-signed cluster: verify-full connection to localhost:$SELFSIGNED_PORT with sslrootcert=$STATE_DIR/selfsigned.crt failed"; }
+[ "$got" = t ] || die "self-signed cluster: connection over TCP was not encrypted (pg_stat_ssl.ssl=$got)"
+# ... and refuses the other self-signed certificate, and plaintext.
+if client_psql "host=localhost port=$SELFSIGNED_PORT sslmode=verify-ca sslrootcert=$STATE_DIR/other-selfsigned.crt" \
+    -c "SELECT 1" >/dev/null 2>"$STATE_DIR/check.err"; then
+    die "self-signed cluster: a verify-ca connection trusting only other-selfsigned.crt succeeded"
+fi
+grep -q 'certificate verify failed' "$STATE_DIR/check.err" \
+    || { cat "$STATE_DIR/check.err" >&2; die "self-signed cluster: trusting only other-selfsigned.crt did not fail certificate verification"; }
+if client_psql "host=localhost port=$SELFSIGNED_PORT sslmode=disable" \
+    -c "SELECT 1" >/dev/null 2>"$STATE_DIR/check.err"; then
+    die "self-signed cluster: a plaintext connection succeeded; it must be TLS only"
+fi
+grep -q 'no pg_hba.conf entry' "$STATE_DIR/check.err" \
+    || { cat "$STATE_DIR/check.err" >&2; die "self-signed cluster: a plaintext connection failed, but not for want of a pg_hba.conf entry"; }
+
+start_cluster plain plain "$PLAIN_LOG"
 PLAIN_PORT="$CLUSTER_PORT"
 log "plaintext PostgreSQL cluster on 127.0.0.1:$PLAIN_PORT (log $PLAIN_LOG)"
 PGPASSWORD="$ADMIN_PASSWORD" PGCONNECT_TIMEOUT=10 "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 \
@@ -404,7 +542,28 @@ log "moto_server (Secrets Manager, KMS) on $SM_ENDPOINT (log $MOTO_LOG)"
 
 # --- env file ------------------------------------------------------------------------
 {
-    printf '# pgrotate integration stack, written by integration/stack-up.sh; source this file.\n'
+    cat <<'COMMENT'
+# pgrotate integration stack, written by integration/stack-up.sh; source this file.
+# Three PostgreSQL servers on host localhost (127.0.0.1, and ::1 when usable), one admin
+# (superuser) login for all, SCRAM-SHA-256 only, log_statement=all:
+#   PGROTATE_PG_PORT             TLS server, certificate signed by the test CA PGROTATE_PG_CA,
+#                                SAN DNS:localhost. Accepts plaintext too, except for members
+#                                of the role pgrotate_tls_required (hostnossl ... reject:
+#                                "pg_hba.conf rejects connection ..., no encryption").
+#   PGROTATE_PG_SELFSIGNED_PORT  TLS-only server (pg_hba: hostssl lines only; plaintext gets
+#                                "no pg_hba.conf entry for host ..., no encryption").
+#                                Its certificate PGROTATE_PG_SELFSIGNED_CERT is self-signed by
+#                                PostgreSQL's documentation recipe: CN=localhost, NO
+#                                subjectAltName, basicConstraints=critical,CA:TRUE, RSA 2048,
+#                                365 days, a text dump before the PEM block. libpq accepts it
+#                                under verify-full when it is the root file (sslrootcert).
+#   PGROTATE_PG_PLAIN_PORT       plaintext server (ssl=off).
+# Both refusals are SQLSTATE 28000; PostgreSQL 13 ends them with "SSL off", 14+ with
+# "no encryption".
+# PGROTATE_PG_OTHER_SELFSIGNED_CERT: another self-signed certificate, same recipe, another
+# key, CN=localhost; no server uses it (for the "untrusted self-signed" case).
+# PGROTATE_PG_MAJOR: the servers' major version; PGROTATE_PG_SERVER_VERSION: server_version_num.
+COMMENT
     for kv in \
         "PGROTATE_PG_HOST=localhost" \
         "PGROTATE_PG_PORT=$TLS_PORT" \
@@ -414,6 +573,12 @@ log "moto_server (Secrets Manager, KMS) on $SM_ENDPOINT (log $MOTO_LOG)"
         "PGROTATE_PG_CA=$STATE_DIR/ca.pem" \
         "PGROTATE_PG_LOG=$TLS_LOG" \
         "PGROTATE_PG_PLAIN_LOG=$PLAIN_LOG" \
+        "PGROTATE_PG_SELFSIGNED_PORT=$SELFSIGNED_PORT" \
+        "PGROTATE_PG_SELFSIGNED_CERT=$STATE_DIR/selfsigned.crt" \
+        "PGROTATE_PG_SELFSIGNED_LOG=$SELFSIGNED_LOG" \
+        "PGROTATE_PG_OTHER_SELFSIGNED_CERT=$STATE_DIR/other-selfsigned.crt" \
+        "PGROTATE_PG_MAJOR=$SERVER_MAJOR" \
+        "PGROTATE_PG_SERVER_VERSION=$SERVER_VERSION_NUM" \
         "PGROTATE_SM_ENDPOINT=$SM_ENDPOINT" \
         "AWS_ENDPOINT_URL=$SM_ENDPOINT" \
         "AWS_REGION=us-east-1" \

@@ -7,6 +7,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::db::tls::parse_pem;
 use crate::error::Error;
+use crate::hosts::AllowedHosts;
 use crate::password::{PasswordPolicy, PasswordSettings};
 use crate::secret::{SSL_VALUES, SslMode};
 
@@ -42,6 +43,12 @@ pub struct Config {
     /// honours `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
     pub secrets_manager_endpoint: Option<String>,
     pub secrets_manager_timeout: Duration,
+    /// Single user: when no stored credentials log in, let the master user (from the
+    /// secret's `masterarn`) reset the password (`SINGLE_USER_MASTER_FALLBACK`).
+    pub single_user_master_fallback: bool,
+    /// The only hosts the function connects to (`ALLOWED_DB_HOSTS`); `None`: any host, but
+    /// the master password only to a host its own secret names.
+    pub allowed_db_hosts: Option<AllowedHosts>,
 }
 
 fn parse_bool(name: &str, raw: &str) -> Result<bool, Error> {
@@ -131,6 +138,11 @@ impl Config {
             Some(raw) => parse_seconds("SECRETS_MANAGER_TIMEOUT", &raw)?,
         };
 
+        let allowed_db_hosts = match get("ALLOWED_DB_HOSTS") {
+            None => None,
+            Some(raw) => Some(AllowedHosts::parse(&raw).map_err(Error::Config)?),
+        };
+
         Ok(Config {
             strategy,
             password,
@@ -140,6 +152,8 @@ impl Config {
             clone_default_role: flag("CLONE_DEFAULT_ROLE", true)?,
             secrets_manager_endpoint: get("SECRETS_MANAGER_ENDPOINT"),
             secrets_manager_timeout,
+            single_user_master_fallback: flag("SINGLE_USER_MASTER_FALLBACK", false)?,
+            allowed_db_hosts,
         })
     }
 }
@@ -172,6 +186,8 @@ mod tests {
         assert_eq!(c.password.length(), 32);
         assert!(c.clone_default_role);
         assert!(c.ca_bundle.is_empty());
+        assert!(!c.single_user_master_fallback);
+        assert!(c.allowed_db_hosts.is_none());
     }
 
     #[test]
@@ -206,6 +222,12 @@ mod tests {
             ("DB_CONNECT_TIMEOUT", "0"),
             ("SECRETS_MANAGER_TIMEOUT", "soon"),
             ("SSL_CA_BUNDLE", "/nonexistent/ca.pem"),
+            ("SINGLE_USER_MASTER_FALLBACK", "sometimes"),
+            ("ALLOWED_DB_HOSTS", "*"),
+            ("ALLOWED_DB_HOSTS", "db.example.com,*."),
+            ("ALLOWED_DB_HOSTS", "db example.com"),
+            ("ALLOWED_DB_HOSTS", "db.example.com/32"),
+            ("ALLOWED_DB_HOSTS", ", ,"),
         ] {
             let err = config(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{name}={value}: {err}");
@@ -223,5 +245,26 @@ mod tests {
         assert_eq!(c.strategy, Strategy::AlternatingUsers);
         assert_eq!(c.default_ssl, SslMode::Require);
         assert_eq!(c.connect_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn master_fallback_and_allowed_hosts_are_read() {
+        let c = config(&[
+            ("SINGLE_USER_MASTER_FALLBACK", "true"),
+            ("ALLOWED_DB_HOSTS", "localhost, *.rds.amazonaws.com"),
+        ])
+        .unwrap();
+        assert!(c.single_user_master_fallback);
+        let hosts = c.allowed_db_hosts.unwrap();
+        assert!(hosts.allows("localhost"));
+        assert!(hosts.allows("db.x.rds.amazonaws.com"));
+        assert!(!hosts.allows("127.0.0.1"));
+        // An empty value counts as unset, as for every variable.
+        assert!(
+            config(&[("ALLOWED_DB_HOSTS", "")])
+                .unwrap()
+                .allowed_db_hosts
+                .is_none()
+        );
     }
 }

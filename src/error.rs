@@ -54,10 +54,26 @@ pub enum Error {
     )]
     CloneNameTooLong { name: String, clone_len: usize },
 
+    #[error("could not log in to set the new password of user {user:?}: tried {tried}; {hint}")]
+    NoWorkingCredentials {
+        user: String,
+        tried: String,
+        hint: String,
+    },
+
     #[error(
-        "could not log in to set the new password of user {user:?}: tried {tried}; fix the stored credentials (or add a masterarn to the secret so the master user can reset the password)"
+        "host {host:?} of the {label} credentials is not in ALLOWED_DB_HOSTS ({allowed}): this function connects to no other host; if the secret is right, add the host to ALLOWED_DB_HOSTS (an exact name or *.domain), else fix \"host\" in the secret"
     )]
-    NoWorkingCredentials { user: String, tried: String },
+    HostNotAllowed {
+        host: String,
+        label: String,
+        allowed: String,
+    },
+
+    #[error(
+        "master secret {arn} has no \"host\" and ALLOWED_DB_HOSTS is not set, so nothing vouches for host {host:?} named by the user's secret (which whoever writes that secret chooses): the master password was not sent anywhere; set ALLOWED_DB_HOSTS to the database hosts this function rotates (needed for RDS-managed master secrets, which have no host), or add \"host\" to the master secret"
+    )]
+    MasterHostNotVouched { arn: String, host: String },
 
     #[error(
         "the current credentials (AWSCURRENT) of user {user:?} do not log in; an alternating-users rotation only proceeds from working credentials: fix AWSCURRENT first"
@@ -77,6 +93,11 @@ pub enum Error {
     #[error("master secret {arn}: {problem}")]
     MasterSecret { arn: String, problem: String },
 
+    #[error(
+        "ran out of time in step {step} after {seconds:.1} s (the Lambda deadline is near): stopped before Lambda would kill the function; nothing was left half-done, and the next attempt of the rotation resumes. If this repeats, raise the function's timeout or check why the database or Secrets Manager is slow"
+    )]
+    OutOfTime { step: String, seconds: f64 },
+
     #[error(transparent)]
     Store(#[from] StoreError),
 
@@ -89,6 +110,7 @@ impl Error {
     /// (network trouble, throttling, a database that is restarting).
     pub fn is_transient(&self) -> bool {
         match self {
+            Error::OutOfTime { .. } => true,
             Error::Store(e) => e.is_transient(),
             Error::Database(e) => e.is_transient(),
             _ => false,
@@ -112,7 +134,11 @@ impl Error {
             Error::PendingDoesNotLogIn { .. } => "PendingCredentialsInvalid",
             Error::WrongSessionUser { .. } => "WrongSessionUser",
             Error::MasterSecret { .. } => "InvalidMasterSecret",
+            Error::OutOfTime { .. } => "OutOfTime",
+            Error::HostNotAllowed { .. } => "HostNotAllowed",
+            Error::MasterHostNotVouched { .. } => "MasterHostNotVouched",
             Error::Store(_) => "SecretsManagerError",
+            Error::Database(e) if e.refusal().is_some() => "RoleRefused",
             Error::Database(_) => "DatabaseError",
         }
     }

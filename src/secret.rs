@@ -4,8 +4,9 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-/// How a connection uses TLS, as PostgreSQL's `sslmode` defines the same names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a connection uses TLS, as PostgreSQL's `sslmode` defines the same names; ordered from
+/// the weakest to the strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SslMode {
     Disable,
     Require,

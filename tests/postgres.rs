@@ -165,6 +165,8 @@ fn config(strategy: &str, stack: &Stack) -> Config {
     Config::from_lookup(|name| match name {
         "ROTATION_STRATEGY" => Some(strategy.to_string()),
         "SSL_CA_BUNDLE" => Some(ca.clone()),
+        // The master secret has no host (RDS-style): the list vouches for the host.
+        "ALLOWED_DB_HOSTS" => Some(stack.host.clone()),
         _ => None,
     })
     .unwrap()

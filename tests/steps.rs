@@ -6,6 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use pgrotate::db::sql::{
+    PairFacts, Privilege, ReachableRole, RoleFacts, master_reset_refusal, pair_refusal,
+};
 use pgrotate::db::{AlternateChange, Database, DbError, DbFailure, DbLogin};
 use pgrotate::secret::RoleName;
 use pgrotate::store::StoreErrorKind;
@@ -32,6 +35,12 @@ struct FakeState {
     default_role: HashMap<String, String>,
     unreachable: bool,
     password_changes: usize,
+    /// Roles holding a privileged attribute.
+    privileged: HashMap<String, Privilege>,
+    /// Every connection attempted: (host, user).
+    connections: Vec<(String, String)>,
+    /// Every password offered in a login, to prove where a password never went.
+    offered: Vec<String>,
 }
 
 impl FakeDb {
@@ -52,8 +61,36 @@ impl FakeDb {
     fn members(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().members.clone()
     }
-    fn check(&self, login: &DbLogin) -> Result<(), DbError> {
+    fn grant_privilege(&self, user: &str, privilege: Privilege) {
+        let mut s = self.state.lock().unwrap();
+        s.privileged.insert(user.to_string(), privilege);
+    }
+    fn connections(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().connections.clone()
+    }
+    fn offered(&self) -> Vec<String> {
+        self.state.lock().unwrap().offered.clone()
+    }
+    /// What PostgreSQL's catalogs would tell the master user about `name`.
+    fn facts(&self, name: &str, master: &str) -> Option<RoleFacts> {
         let s = self.state.lock().unwrap();
+        s.passwords.get(name)?;
+        let privilege = s.privileged.get(name).copied();
+        Some(RoleFacts {
+            name: name.to_string(),
+            superuser: privilege == Some(Privilege::Superuser),
+            createrole: privilege == Some(Privilege::CreateRole),
+            replication: privilege == Some(Privilege::Replication),
+            bypassrls: privilege == Some(Privilege::BypassRls),
+            is_master: name == master,
+            ..RoleFacts::default()
+        })
+    }
+    fn check(&self, login: &DbLogin) -> Result<(), DbError> {
+        let mut s = self.state.lock().unwrap();
+        s.connections
+            .push((login.host.clone(), login.username.to_string()));
+        s.offered.push(login.password.expose_secret().to_string());
         if s.unreachable {
             return Err(DbError::new(
                 login,
@@ -92,6 +129,24 @@ impl Database for FakeDb {
         new: &SecretString,
     ) -> Result<(), DbError> {
         self.check(master)?;
+        // The adapter's decision, from what the catalogs would say.
+        let rows: Vec<ReachableRole> = self
+            .facts(user.as_str(), master.username.as_str())
+            .map(|f| ReachableRole {
+                name: f.name,
+                is_target: true,
+                superuser: f.superuser,
+                createrole: f.createrole,
+                replication: f.replication,
+                bypassrls: f.bypassrls,
+                is_master: f.is_master,
+                master_admin: true,
+            })
+            .into_iter()
+            .collect();
+        if let Some(refusal) = master_reset_refusal(user, &rows) {
+            return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
+        }
         self.set(user.as_str(), new.expose_secret());
         self.state.lock().unwrap().password_changes += 1;
         Ok(())
@@ -103,6 +158,14 @@ impl Database for FakeDb {
         new: &SecretString,
     ) -> Result<(), DbError> {
         self.check(master)?;
+        let facts = PairFacts {
+            primary: self.facts(change.primary.as_str(), master.username.as_str()),
+            clone: self.facts(change.clone.as_str(), master.username.as_str()),
+            server_version_num: 150_000,
+        };
+        if let Some(refusal) = pair_refusal(change.primary, change.target, &facts) {
+            return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
+        }
         let mut s = self.state.lock().unwrap();
         s.passwords
             .insert(change.target.to_string(), new.expose_secret().into());
@@ -130,12 +193,21 @@ fn user_secret(user: &str, password: &str, master: bool) -> String {
     v.to_string()
 }
 
+/// The deployment these tests run as: `strategy`, the database host allowed (so the
+/// RDS-style master secret without a host is vouched for), plus `vars`.
+fn config_with(strategy: &str, vars: &[(&str, &str)]) -> Config {
+    let mut all: HashMap<String, String> = HashMap::from([
+        ("ROTATION_STRATEGY".to_string(), strategy.to_string()),
+        ("ALLOWED_DB_HOSTS".to_string(), "db.internal".to_string()),
+    ]);
+    for (k, v) in vars {
+        all.insert(k.to_string(), v.to_string());
+    }
+    Config::from_lookup(|name| all.get(name).cloned()).unwrap()
+}
+
 fn config(strategy: &str) -> Config {
-    Config::from_lookup(|name| match name {
-        "ROTATION_STRATEGY" => Some(strategy.to_string()),
-        _ => None,
-    })
-    .unwrap()
+    config_with(strategy, &[])
 }
 
 fn event(step: &str, token: &str) -> RotationEvent {
@@ -144,16 +216,28 @@ fn event(step: &str, token: &str) -> RotationEvent {
 }
 
 fn single_user(users: &[(&str, &str)], master: bool) -> Rotator<MemoryStore, FakeDb> {
+    single_user_with(users, master, config("single-user"))
+}
+
+fn single_user_with(
+    users: &[(&str, &str)],
+    master: bool,
+    config: Config,
+) -> Rotator<MemoryStore, FakeDb> {
     let store = MemoryStore::new();
     store.create_secret(ARN, &user_secret("app", "old-pw", master));
     store.create_secret(
         MASTER_ARN,
         r#"{"username":"postgres","password":"master-pw"}"#,
     );
-    Rotator::new(store, FakeDb::with_users(users), config("single-user"))
+    Rotator::new(store, FakeDb::with_users(users), config)
 }
 
 fn alternating() -> Rotator<MemoryStore, FakeDb> {
+    alternating_with(config("alternating-users"))
+}
+
+fn alternating_with(config: Config) -> Rotator<MemoryStore, FakeDb> {
     let store = MemoryStore::new();
     store.create_secret(ARN, &user_secret("app", "old-pw", true));
     store.create_secret(
@@ -161,7 +245,7 @@ fn alternating() -> Rotator<MemoryStore, FakeDb> {
         r#"{"username":"postgres","password":"master-pw"}"#,
     );
     let db = FakeDb::with_users(&[("app", "old-pw"), ("postgres", "master-pw")]);
-    Rotator::new(store, db, config("alternating-users"))
+    Rotator::new(store, db, config)
 }
 
 /// A fresh rotator for `strategy` whose user "app" logs in with "old-pw".
@@ -458,8 +542,12 @@ async fn set_secret_falls_back_to_awsprevious_read_only_when_current_fails() {
 }
 
 #[tokio::test]
-async fn set_secret_uses_the_master_secret_when_no_user_credentials_work() {
-    let r = single_user(&[("app", "lost-pw"), ("postgres", "master-pw")], true);
+async fn set_secret_uses_the_master_secret_when_no_user_credentials_work_and_the_fallback_is_on() {
+    let r = single_user_with(
+        &[("app", "lost-pw"), ("postgres", "master-pw")],
+        true,
+        config_with("single-user", &[("SINGLE_USER_MASTER_FALLBACK", "true")]),
+    );
     rotate(&r, "t1").await.unwrap();
     let new = field(&r, "AWSCURRENT", "password");
     assert_eq!(r.database().password("app").unwrap(), new.as_str().unwrap());
@@ -671,4 +759,361 @@ async fn test_secret_alone_checks_the_configuration_when_rotation_is_not_immedia
         );
         assert_eq!(r.database().state.lock().unwrap().password_changes, 0);
     }
+}
+
+// ---- security: ALLOWED_DB_HOSTS, the vouched master host, the master fallback, the pair ----
+
+/// Asserts an error message holds none of the secrets.
+fn assert_no_secret(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "a secret in the message: {text}");
+    }
+}
+
+/// A secret on another host than the one ALLOWED_DB_HOSTS lists.
+fn elsewhere(user: &str, password: &str, master: bool) -> String {
+    user_secret(user, password, master).replace("db.internal", "evil.example.net")
+}
+
+#[tokio::test]
+async fn create_secret_refuses_a_host_outside_allowed_db_hosts_before_writing_anything() {
+    for strategy in ["single-user", "alternating-users"] {
+        let store = MemoryStore::new();
+        store.create_secret(ARN, &elsewhere("app", "old-pw", true));
+        let r = Rotator::new(
+            store,
+            FakeDb::with_users(&[("app", "old-pw")]),
+            config(strategy),
+        );
+        r.store().start_rotation(ARN, "t1");
+        let err = r.handle(&event("createSecret", "t1")).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::HostNotAllowed { .. }), "{text}");
+        assert_eq!(err.kind(), "HostNotAllowed");
+        for fragment in [
+            "\"evil.example.net\"",
+            "AWSCURRENT",
+            "ALLOWED_DB_HOSTS",
+            "db.internal",
+        ] {
+            assert!(text.contains(fragment), "{strategy}: {text}");
+        }
+        assert_no_secret(&text, &["old-pw", "master-pw"]);
+        assert_eq!(r.store().value(ARN, "AWSPENDING"), None, "{strategy}");
+        assert!(r.database().connections().is_empty(), "{strategy}");
+    }
+}
+
+#[tokio::test]
+async fn allowed_db_hosts_refuses_every_connection_to_another_host_at_every_step() {
+    // A secret written before the list was set (or by someone racing it): setSecret and
+    // testSecret refuse to connect, for either strategy and whatever the credentials.
+    for strategy in ["single-user", "alternating-users"] {
+        let r = rotator_for(strategy);
+        r.store().start_rotation(ARN, "t1");
+        r.handle(&event("createSecret", "t1")).await.unwrap();
+        let pending = r.store().value(ARN, "AWSPENDING").unwrap();
+        let store = MemoryStore::new();
+        store.create_secret(ARN, &elsewhere("app", "old-pw", true));
+        store.create_secret(
+            MASTER_ARN,
+            r#"{"username":"postgres","password":"master-pw"}"#,
+        );
+        store.start_rotation(ARN, "t1");
+        store.put_version(
+            ARN,
+            "t1",
+            &pending.replace("db.internal", "evil.example.net"),
+            &["AWSPENDING"],
+        );
+        let r = Rotator::new(
+            store,
+            FakeDb::with_users(&[("app", "old-pw"), ("postgres", "master-pw")]),
+            config_with(strategy, &[("SINGLE_USER_MASTER_FALLBACK", "true")]),
+        );
+        for step in ["setSecret", "testSecret"] {
+            let err = r.handle(&event(step, "t1")).await.unwrap_err();
+            assert!(
+                matches!(err, Error::HostNotAllowed { .. }),
+                "{strategy} {step}: {err}"
+            );
+            assert!(err.to_string().contains("AWSPENDING"), "{err}");
+        }
+        assert!(
+            r.database().connections().is_empty(),
+            "{strategy}: no connection at all"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_master_secret_without_host_needs_allowed_db_hosts_and_gets_no_connection_without() {
+    let r = alternating_with(
+        Config::from_lookup(|name| {
+            (name == "ROTATION_STRATEGY").then(|| "alternating-users".to_string())
+        })
+        .unwrap(),
+    );
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::MasterHostNotVouched { .. }), "{text}");
+    assert_eq!(err.kind(), "MasterHostNotVouched");
+    for fragment in [
+        MASTER_ARN,
+        "\"db.internal\"",
+        "set ALLOWED_DB_HOSTS",
+        "add \"host\" to the master secret",
+        "not sent anywhere",
+    ] {
+        assert!(text.contains(fragment), "{text}");
+    }
+    let pending = field(&r, "AWSPENDING", "password");
+    assert_no_secret(&text, &["old-pw", "master-pw", pending.as_str().unwrap()]);
+    assert!(
+        !r.database().offered().contains(&"master-pw".to_string()),
+        "the master password was offered to no server"
+    );
+    assert!(
+        r.database()
+            .connections()
+            .iter()
+            .all(|(_, user)| user != "postgres"),
+        "no login as the master user"
+    );
+    assert_eq!(r.database().password("app_clone"), None, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_master_secret_with_its_own_host_vouches_for_it_without_allowed_db_hosts() {
+    let r = alternating_with(
+        Config::from_lookup(|name| {
+            (name == "ROTATION_STRATEGY").then(|| "alternating-users".to_string())
+        })
+        .unwrap(),
+    );
+    r.store().put_version(
+        MASTER_ARN,
+        "m2",
+        r#"{"username":"postgres","password":"master-pw","host":"DB.internal"}"#,
+        &["AWSCURRENT"],
+    );
+    rotate(&r, "t1").await.unwrap();
+    assert_eq!(field(&r, "AWSCURRENT", "username"), json!("app_clone"));
+}
+
+#[tokio::test]
+async fn the_master_login_is_checked_against_allowed_db_hosts_too() {
+    // The master secret names the user's host, but the list does not allow it: refused
+    // before any connection as master.
+    let store = MemoryStore::new();
+    store.create_secret(ARN, &elsewhere("app", "old-pw", true));
+    store.create_secret(
+        MASTER_ARN,
+        r#"{"username":"postgres","password":"master-pw","host":"evil.example.net"}"#,
+    );
+    store.start_rotation(ARN, "t1");
+    let r = Rotator::new(
+        store,
+        FakeDb::with_users(&[("app", "old-pw"), ("postgres", "master-pw")]),
+        config("alternating-users"),
+    );
+    let err = r.handle(&event("createSecret", "t1")).await.unwrap_err();
+    assert!(matches!(err, Error::HostNotAllowed { .. }), "{err}");
+    assert!(!r.database().offered().contains(&"master-pw".to_string()));
+}
+
+#[tokio::test]
+async fn with_the_fallback_off_the_master_secret_is_not_even_read_and_the_error_says_how_to_opt_in()
+{
+    let r = single_user(&[("app", "lost-pw"), ("postgres", "master-pw")], true);
+    r.store().start_rotation(ARN, "t1");
+    r.handle(&event("createSecret", "t1")).await.unwrap();
+    r.store().clear_calls();
+    let err = r.handle(&event("setSecret", "t1")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NoWorkingCredentials { .. }), "{text}");
+    for fragment in [
+        "AWSCURRENT (password refused)",
+        "AWSPREVIOUS (no such version)",
+        "the master secret (not used: SINGLE_USER_MASTER_FALLBACK is off)",
+        "set SINGLE_USER_MASTER_FALLBACK=true",
+        "trusts whoever can write this secret",
+    ] {
+        assert!(text.contains(fragment), "{text}");
+    }
+    let pending = field(&r, "AWSPENDING", "password");
+    assert_no_secret(
+        &text,
+        &["old-pw", "lost-pw", "master-pw", pending.as_str().unwrap()],
+    );
+    assert!(
+        r.store().calls().iter().all(|(_, id)| id != MASTER_ARN),
+        "the master secret is not read: {:?}",
+        r.store().calls()
+    );
+    assert!(!r.database().offered().contains(&"master-pw".to_string()));
+    assert_eq!(r.database().password("app").unwrap(), "lost-pw");
+}
+
+#[tokio::test]
+async fn the_confused_deputy_with_the_fallback_off_changes_no_other_role() {
+    // Whoever can write the secret names another role with a wrong password.
+    let r = single_user(
+        &[
+            ("app", "old-pw"),
+            ("victim", "victim-pw"),
+            ("postgres", "master-pw"),
+        ],
+        true,
+    );
+    r.store().put_version(
+        ARN,
+        "evil",
+        &user_secret("victim", "guess", true),
+        &["AWSCURRENT"],
+    );
+    let err = rotate(&r, "t1").await.unwrap_err();
+    assert!(matches!(err, Error::NoWorkingCredentials { .. }), "{err}");
+    assert_eq!(r.database().password("victim").unwrap(), "victim-pw");
+    assert_eq!(r.database().state.lock().unwrap().password_changes, 0);
+}
+
+#[tokio::test]
+async fn the_fallback_refuses_the_master_user_and_privileged_roles_naming_the_attribute() {
+    let fallback_on = || config_with("single-user", &[("SINGLE_USER_MASTER_FALLBACK", "true")]);
+    let mut cases: Vec<(&str, Option<Privilege>, &str)> =
+        vec![("postgres", None, "is the master user itself")];
+    for (privilege, name) in [
+        (Privilege::Superuser, "SUPERUSER"),
+        (Privilege::CreateRole, "CREATEROLE"),
+        (Privilege::Replication, "REPLICATION"),
+        (Privilege::BypassRls, "BYPASSRLS"),
+    ] {
+        cases.push(("victim", Some(privilege), name));
+    }
+    for (target, privilege, expected) in cases {
+        let r = single_user_with(
+            &[
+                ("app", "old-pw"),
+                ("victim", "victim-pw"),
+                ("postgres", "master-pw"),
+            ],
+            true,
+            fallback_on(),
+        );
+        if let Some(privilege) = privilege {
+            r.database().grant_privilege("victim", privilege);
+        }
+        r.store().put_version(
+            ARN,
+            "evil",
+            &user_secret(target, "guess", true),
+            &["AWSCURRENT"],
+        );
+        let err = rotate(&r, "t1").await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), "RoleRefused", "{text}");
+        assert!(text.contains(expected), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+        let pending = field(&r, "AWSPENDING", "password");
+        assert_no_secret(
+            &text,
+            &["guess", "victim-pw", "master-pw", pending.as_str().unwrap()],
+        );
+        assert_eq!(r.database().password("victim").unwrap(), "victim-pw");
+        assert_eq!(r.database().password("postgres").unwrap(), "master-pw");
+        assert_eq!(field(&r, "AWSCURRENT", "username"), json!(target));
+    }
+}
+
+#[tokio::test]
+async fn the_fallback_on_resets_the_unprivileged_role_the_secret_names_as_documented() {
+    // SPEC 4.1: the opt-in trusts whoever can write the secret with exactly this.
+    let r = single_user_with(
+        &[
+            ("app", "old-pw"),
+            ("other", "other-pw"),
+            ("postgres", "master-pw"),
+        ],
+        true,
+        config_with("single-user", &[("SINGLE_USER_MASTER_FALLBACK", "true")]),
+    );
+    r.store().put_version(
+        ARN,
+        "evil",
+        &user_secret("other", "guess", true),
+        &["AWSCURRENT"],
+    );
+    rotate(&r, "t1").await.unwrap();
+    assert_eq!(
+        r.database().password("other").unwrap(),
+        field(&r, "AWSCURRENT", "password").as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn alternating_refuses_a_privileged_or_master_alternate_and_changes_nothing() {
+    let mut cases: Vec<(&str, Option<Privilege>, &str)> = vec![];
+    for (privilege, name) in [
+        (Privilege::Superuser, "SUPERUSER"),
+        (Privilege::CreateRole, "CREATEROLE"),
+        (Privilege::Replication, "REPLICATION"),
+        (Privilege::BypassRls, "BYPASSRLS"),
+    ] {
+        cases.push(("app_clone", Some(privilege), name));
+    }
+    // A master user whose name is the alternate's.
+    cases.push(("app_clone", None, "is the master user itself"));
+    for (alternate, privilege, expected) in cases {
+        let r = alternating();
+        r.database().set(alternate, "alt-pw");
+        match privilege {
+            Some(privilege) => r.database().grant_privilege(alternate, privilege),
+            None => {
+                r.store().put_version(
+                    MASTER_ARN,
+                    "m2",
+                    r#"{"username":"app_clone","password":"alt-pw"}"#,
+                    &["AWSCURRENT"],
+                );
+            }
+        }
+        let err = rotate(&r, "t1").await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), "RoleRefused", "{text}");
+        assert!(
+            text.contains(expected) && text.contains("\"app_clone\""),
+            "{text}"
+        );
+        assert_no_secret(&text, &["old-pw", "alt-pw", "master-pw"]);
+        assert_eq!(r.database().password("app_clone").unwrap(), "alt-pw");
+        assert!(r.database().members().is_empty(), "no membership granted");
+    }
+}
+
+#[tokio::test]
+async fn alternating_refuses_a_missing_primary_naming_it() {
+    // The current user is the clone; its primary was dropped.
+    let store = MemoryStore::new();
+    store.create_secret(ARN, &user_secret("app_clone", "old-pw", true));
+    store.create_secret(
+        MASTER_ARN,
+        r#"{"username":"postgres","password":"master-pw"}"#,
+    );
+    let r = Rotator::new(
+        store,
+        FakeDb::with_users(&[("app_clone", "old-pw"), ("postgres", "master-pw")]),
+        config("alternating-users"),
+    );
+    let err = rotate(&r, "t1").await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), "RoleRefused", "{text}");
+    assert!(text.contains("primary user \"app\""), "{text}");
+    assert_eq!(
+        r.database().password("app"),
+        None,
+        "the primary is never created"
+    );
 }

@@ -258,3 +258,47 @@ async fn tls_logins_use_scram_channel_binding_when_the_server_offers_it() {
     };
     assert!(!pg.uses_channel_binding(&plain).await.unwrap());
 }
+
+#[tokio::test]
+async fn each_tls_mode_against_the_tls_only_self_signed_cluster() {
+    let stack = Stack::get();
+    let cert = parse_pem(&std::fs::read(&stack.selfsigned_cert).unwrap()).unwrap();
+    let other = parse_pem(&std::fs::read(&stack.other_selfsigned_cert).unwrap()).unwrap();
+    let login = |host: &str, ssl: SslMode| DbLogin {
+        host: host.to_string(),
+        port: stack.selfsigned_port,
+        ssl,
+        ..stack.admin_login("postgres")
+    };
+    let trusting = Postgres::new(cert, Duration::from_secs(5));
+    for (host, mode) in [
+        ("localhost", SslMode::VerifyFull),
+        ("127.0.0.1", SslMode::VerifyCa),
+        ("127.0.0.1", SslMode::Require),
+    ] {
+        let user = trusting.session_user(&login(host, mode)).await;
+        assert_eq!(user.unwrap(), stack.admin_user, "{host} {mode:?}");
+    }
+    let e = trusting
+        .session_user(&login("localhost", SslMode::Disable))
+        .await
+        .unwrap_err();
+    assert_eq!(e.failure, DbFailure::TlsRequiredByServer, "{e}");
+    assert!(e.to_string().contains("requires TLS"), "{e}");
+    let e = trusting
+        .session_user(&login("127.0.0.1", SslMode::VerifyFull))
+        .await
+        .unwrap_err();
+    assert_eq!(e.failure, DbFailure::HostnameMismatch, "{e}");
+    let distrusting = Postgres::new(other, Duration::from_secs(5));
+    for mode in [SslMode::VerifyFull, SslMode::VerifyCa] {
+        let e = distrusting
+            .session_user(&login("localhost", mode))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.failure, DbFailure::CertificateNotTrusted(_)),
+            "{mode:?}: {e}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,21 @@ class TemplateError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Stack:
+    """Where the stack is deployed: the pseudo parameters' values (the proof's defaults; the
+    Rust renderer's equality check also renders other partitions and regions)."""
+
+    partition: str = PARTITION
+    region: str = REGION
+    account: str = ACCOUNT
+    name: str = STACK
+
+    @property
+    def url_suffix(self) -> str:
+        return "amazonaws.com.cn" if self.partition == "aws-cn" else "amazonaws.com"
+
+
 def load_template(path: str | Path) -> dict:
     from cfnlint.decode import decode
 
@@ -56,8 +72,9 @@ def _split_list(value: Any) -> list[str]:
 
 
 class Resolver:
-    def __init__(self, template: dict, parameters: dict[str, Any]):
+    def __init__(self, template: dict, parameters: dict[str, Any], stack: Stack | None = None):
         self.template = template
+        self.stack = stack or Stack()
         self.params = self._bind_parameters(parameters)
         self._conditions: dict[str, bool] = {}
 
@@ -101,11 +118,11 @@ class Resolver:
     # -- references ---------------------------------------------------------------------
     def ref(self, name: str) -> Any:
         pseudo = {
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT,
-            "AWS::Partition": PARTITION,
-            "AWS::StackName": STACK,
-            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::Region": self.stack.region,
+            "AWS::AccountId": self.stack.account,
+            "AWS::Partition": self.stack.partition,
+            "AWS::StackName": self.stack.name,
+            "AWS::URLSuffix": self.stack.url_suffix,
             "AWS::NoValue": NO_VALUE,
         }
         if name in pseudo:
@@ -127,17 +144,24 @@ class Resolver:
         resource = self.template["Resources"][logical]
         rtype = resource["Type"]
         props = resource.get("Properties", {})
+        partition, region, account = self.stack.partition, self.stack.region, self.stack.account
         if rtype in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             name = self.resolve(props["FunctionName"])
-            arn = f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}"
+            arn = f"arn:{partition}:lambda:{region}:{account}:function:{name}"
             return {"Ref": name, "Arn": arn}
         if rtype == "AWS::IAM::Role":
-            name = f"{STACK}-{logical}-EXAMPLE0000"
-            return {"Ref": name, "Arn": f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}"}
+            name = f"{self.stack.name}-{logical}-EXAMPLE0000"
+            return {"Ref": name, "Arn": f"arn:{partition}:iam::{account}:role/{name}"}
         if rtype == "AWS::Logs::LogGroup":
             name = self.resolve(props["LogGroupName"])
-            return {"Ref": name, "Arn": f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"}
-        return {"Ref": f"{STACK}-{logical}-EXAMPLE0000"}
+            return {"Ref": name, "Arn": f"arn:{partition}:logs:{region}:{account}:log-group:{name}:*"}
+        if rtype == "AWS::Events::Rule":
+            name = self.resolve(props["Name"])
+            return {"Ref": name, "Arn": f"arn:{partition}:events:{region}:{account}:rule/{name}"}
+        if rtype == "AWS::CloudWatch::Alarm":
+            name = self.resolve(props["AlarmName"])
+            return {"Ref": name, "Arn": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}"}
+        return {"Ref": f"{self.stack.name}-{logical}-EXAMPLE0000"}
 
     # -- conditions ---------------------------------------------------------------------
     def condition(self, name: str) -> bool:
@@ -272,19 +296,19 @@ class Resolver:
         return out
 
 
-def render(template: dict, parameters: dict[str, Any]) -> dict[str, Any]:
+def render(template: dict, parameters: dict[str, Any], stack: Stack | None = None) -> dict[str, Any]:
     """Everything the proof needs for one parameter set."""
-    resolver = Resolver(template, parameters)
+    resolver = Resolver(template, parameters, stack)
     failures = resolver.check_rules()
     if failures:
         raise TemplateError("the template's Rules refuse this parameter set: " + "; ".join(failures))
     resolved = resolver.resolved_template()
     resources = resolved["Resources"]
 
-    roles = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    roles = [(k, r) for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"]
     if len(roles) != 1:
         raise TemplateError(f"expected one AWS::IAM::Role, found {len(roles)}")
-    role = roles[0]["Properties"]
+    role_logical, role = roles[0][0], roles[0][1]["Properties"]
     policies = role.get("Policies", [])
     if len(policies) != 1:
         raise TemplateError(f"expected one inline policy, found {len(policies)}")
@@ -298,7 +322,8 @@ def render(template: dict, parameters: dict[str, Any]) -> dict[str, Any]:
     for forbidden in ("Policies", "Events"):
         if forbidden in function:
             raise TemplateError(f"the function must not use SAM {forbidden} (they add permissions)")
-    function_arn = f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{function['FunctionName']}"
+    st = resolver.stack
+    function_arn = f"arn:{st.partition}:lambda:{st.region}:{st.account}:function:{function['FunctionName']}"
 
     permission_statements = []
     for logical, res in resources.items():
@@ -330,6 +355,7 @@ def render(template: dict, parameters: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "parameters": resolver.params,
+        "role_arn": resolver.get_att(role_logical, "Arn"),
         "function_arn": function_arn,
         "function": function,
         "role_policy": policies[0]["PolicyDocument"],
@@ -348,6 +374,8 @@ EXPECTED_TRANSFORMED = {
     "LogGroup": "AWS::Logs::LogGroup",
     "InvokePermission": "AWS::Lambda::Permission",
     "RotationSchedule": "AWS::SecretsManager::RotationSchedule",
+    "RotationFailedAlarm": "AWS::CloudWatch::Alarm",
+    "RotationFailedRule": "AWS::Events::Rule",
 }
 
 

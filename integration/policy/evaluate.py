@@ -15,10 +15,15 @@ Per config (a directory under --policy named by the requests' "config"):
   3. neighbours are denied: the same requests on another secret, on the same secret when its
      rotation function is another Lambda or none, writes to the master secret, KMS requests
      not via Secrets Manager / via another service or region / for another secret / on
-     another key, writing under the master key, logs of another function, network interfaces
-     in another region;
-  4. removing any one statement (role policy, key policy) denies at least one request;
-  5. the function's resource policy lets Secrets Manager invoke it from this account only.
+     another key, writing under the master key, logs of another function, the EC2
+     network-interface requests Lambda makes when made by the function's own code (with
+     lambda:SourceFunctionArn = this function); and, when the function may not read the
+     master secret (single user with the fallback off), reading or decrypting it;
+  4. every statement is necessary: removing an Allow statement (role policy, key policy)
+     denies at least one request; removing a Deny statement allows at least one neighbour;
+  5. the function's resource policy lets Secrets Manager invoke it from this account only;
+  6. the function's environment carries the scenario's SINGLE_USER_MASTER_FALLBACK and
+     ALLOWED_DB_HOSTS.
 Prints a table of the requests per config; exits 1 with the reasons on any failure.
 """
 
@@ -42,6 +47,7 @@ from principalmapper.querying.local_policy_simulation import policy_has_matching
 from principalmapper.util.case_insensitive_dict import CaseInsensitiveDict  # noqa: E402
 
 ROTATION_KEY = "secretsmanager:resource/AllowRotationLambdaArn"
+SOURCE_FUNCTION_KEY = "lambda:SourceFunctionArn"
 VIA_KEY = "kms:ViaService"
 SECRET_CONTEXT_KEY = "kms:EncryptionContext:SecretARN"
 
@@ -134,9 +140,40 @@ def neighbours(request: dict, config: dict) -> list[dict]:
                          resource=resource.replace(f"/aws/lambda/{config['function_arn'].rsplit(':', 1)[1]}:",
                                                    "/aws/lambda/another-function:")))
         out.append(_with(request, "another region", resource=resource.replace(f":{region}:", ":eu-west-1:")))
-    elif action.startswith("ec2:") and resource != "*":
-        out.append(_with(request, "network interface in another region",
-                         resource=resource.replace(f":{region}:", ":eu-west-1:")))
+    elif action.startswith("ec2:"):
+        out.append(_with(request, f"{action.split(':')[1]} by the function's own code",
+                         context={SOURCE_FUNCTION_KEY: config["function_arn"]}))
+    return out
+
+
+def _concrete(secret_pattern: str) -> str:
+    """A secret ARN for a pattern ending in -??????."""
+    return secret_pattern[:-6] + "AbCdEf" if secret_pattern.endswith("??????") else secret_pattern
+
+
+def config_neighbours(config: dict) -> list[dict]:
+    """Requests the config must refuse whatever was recorded: with the single-user master
+    fallback off, the master secret is neither read nor decrypted (the role has no statement
+    for it, and the rotated secrets' key statement is limited to the rotated secrets)."""
+    arns, region = config["arns"], config["region"]
+    if not arns.get("master") or config["reads_master"]:
+        return []
+    master = _concrete(arns["master"])
+    function = config["function_arn"]
+    base = {"source": "neighbour", "context": {"aws:RequestedRegion": region, SOURCE_FUNCTION_KEY: function}}
+    out = [
+        _with(base, "the master secret read with the fallback off", action="secretsmanager:GetSecretValue",
+              resource=master),
+        _with(base, "the master secret read with the fallback off, rotated by this function",
+              action="secretsmanager:GetSecretValue", resource=master, context={ROTATION_KEY: function}),
+    ]
+    for key in {arns.get("key"), arns.get("master_key")} - {None}:
+        out.append(_with(
+            {"source": "neighbour", "context": {}}, "the master secret decrypted with the fallback off",
+            action="kms:Decrypt", resource=key,
+            context={VIA_KEY: f"secretsmanager.{region}.amazonaws.com", "kms:CallerAccount": config["account"],
+                     SECRET_CONTEXT_KEY: master},
+        ))
     return out
 
 
@@ -161,6 +198,8 @@ def _context_summary(request: dict) -> str:
         parts.append("ViaService=" + c[VIA_KEY].split(".")[0])
     if SECRET_CONTEXT_KEY in c:
         parts.append("EncryptionContext:SecretARN=" + c[SECRET_CONTEXT_KEY].rsplit(":secret:", 1)[-1])
+    if SOURCE_FUNCTION_KEY in c:
+        parts.append("SourceFunctionArn=" + c[SOURCE_FUNCTION_KEY].rsplit(":", 1)[1])
     return " ".join(parts) or "-"
 
 
@@ -194,7 +233,10 @@ def evaluate_config(config_id: str, root: Path, requests: list[dict], failures: 
             key_ok = allowed(key_policy, r) if key_policy else False
         if not role_ok:
             hint = ""
-            if r["action"].startswith("secretsmanager:") and ROTATION_KEY not in (r.get("context") or {}):
+            master = config["arns"].get("master")
+            if master and not config["reads_master"] and r["resource"][:-6] == master[:-6]:
+                hint = " (the function read the master secret with SINGLE_USER_MASTER_FALLBACK off)"
+            elif r["action"].startswith("secretsmanager:") and ROTATION_KEY not in (r.get("context") or {}):
                 hint = (" (the secret has no RotationLambdaARN: configure rotation with this function"
                         " before rotating, or add the secret to MasterSecretArn if it is the master)")
             failures.add(config_id, f"denied by the role policy: {_describe(r)}{hint}")
@@ -216,20 +258,22 @@ def evaluate_config(config_id: str, root: Path, requests: list[dict], failures: 
                 failures.add(config_id, f"the key policy grants {action}, which no request uses")
 
     # 3. neighbours denied.
-    for r in requests:
-        for n in neighbours(r, config):
+    all_neighbours = [n for r in requests for n in neighbours(r, config)] + config_neighbours(config)
+    for n in all_neighbours:
+        stats["neighbours"] += 1
+        if allowed(role_policy, n):
+            failures.add(config_id, f"ALLOWED but must be denied ({n['why']}): {_describe(n)}")
+        if key_policy and n["action"].startswith("kms:") and n.get("key_policy_applies", True):
             stats["neighbours"] += 1
-            if allowed(role_policy, n):
-                failures.add(config_id, f"ALLOWED but must be denied ({n['why']}): {_describe(n)}")
-            if key_policy and n["action"].startswith("kms:") and n.get("key_policy_applies", True):
-                stats["neighbours"] += 1
-                if allowed(key_policy, n):
-                    failures.add(config_id, f"key policy ALLOWS but must deny ({n['why']}): {_describe(n)}")
+            if allowed(key_policy, n):
+                failures.add(config_id, f"key policy ALLOWS but must deny ({n['why']}): {_describe(n)}")
 
-    # 4. every statement necessary.
-    for name, policy, subset in (
-        ("role policy", role_policy, requests),
-        ("key policy", key_policy, [r for r in requests if r["action"].startswith("kms:")]),
+    # 4. every statement necessary: without an Allow, some request is denied; without a Deny,
+    #    some neighbour is allowed.
+    key_neighbours = [n for n in all_neighbours if n["action"].startswith("kms:") and n.get("key_policy_applies", True)]
+    for name, policy, subset, denied in (
+        ("role policy", role_policy, requests, all_neighbours),
+        ("key policy", key_policy, [r for r in requests if r["action"].startswith("kms:")], key_neighbours),
     ):
         if not policy:
             continue
@@ -237,7 +281,11 @@ def evaluate_config(config_id: str, root: Path, requests: list[dict], failures: 
         for i, statement in enumerate(statements):
             reduced = dict(policy, Statement=statements[:i] + statements[i + 1:])
             stats["deletions"] += 1
-            if all(allowed(reduced, r) for r in subset):
+            if statement.get("Effect") == "Deny":
+                if not any(allowed(reduced, n) for n in denied):
+                    failures.add(config_id, f"{name} statement {statement.get('Sid', i)} (Deny) denies no neighbour "
+                                            "that the other statements allow")
+            elif all(allowed(reduced, r) for r in subset):
                 failures.add(config_id, f"{name} statement {statement.get('Sid', i)} is not needed by any request")
 
     # 5. the resource policy: Secrets Manager of this account only.
@@ -256,6 +304,17 @@ def evaluate_config(config_id: str, root: Path, requests: list[dict], failures: 
     principals = [s.get("Principal") for s in _statements(resource_policy)]
     if principals != [{"Service": "secretsmanager.amazonaws.com"}]:
         failures.add(config_id, f"the resource policy's principals are {principals}, expected Secrets Manager only")
+
+    # 6. the settings that decide what the function trusts reach its environment.
+    scenario, environment = config["scenario"], config["environment"]
+    expected_env = {
+        "SINGLE_USER_MASTER_FALLBACK": "true" if scenario.get("fallback") else "false",
+        "ALLOWED_DB_HOSTS": scenario.get("allowed_hosts") or "",
+    }
+    for variable, value in expected_env.items():
+        if environment.get(variable) != value:
+            failures.add(config_id, f"the function's environment has {variable}={environment.get(variable)!r}, "
+                                    f"expected {value!r}")
 
     return {"rows": rows, "stats": stats, "statements": len(_statements(role_policy))}
 

@@ -12,8 +12,13 @@ carries app/pgrotate like the function's:
     createSecret    GetSecretValue AWSCURRENT, GetSecretValue(token, AWSPENDING) -> not found,
                     PutSecretValue(token, AWSPENDING)
     setSecret       GetSecretValue AWSCURRENT and AWSPENDING;
-                    single user with masterarn: AWSPREVIOUS (the current password failed), then
-                    the master secret; alternating users: the master secret
+                    single user with masterarn and the fallback on: AWSPREVIOUS (the current
+                    password failed), then the master secret;
+                    single user with masterarn and the fallback off: AWSPREVIOUS (the current
+                    password failed), then the step fails without reading the master secret;
+                    the password is repaired by hand and Secrets Manager's retry of setSecret
+                    reads AWSCURRENT and AWSPENDING again (the current password now works);
+                    alternating users: the master secret
     testSecret      GetSecretValue AWSPENDING
     finishSecret    UpdateSecretVersionStage(AWSCURRENT -> token)
 
@@ -187,9 +192,10 @@ def record_scenario(server: MotoServer, scenario: Scenario, out_dir: Path) -> di
     master_arn = None
     if scenario.master:
         kwargs = {"KmsKeyId": master_key} if master_key else {}
-        master_arn = sm.create_secret(
-            Name=MASTER_NAME, SecretString=_secret_json("postgres", None), **kwargs
-        )["ARN"]
+        # An RDS-managed master secret holds only the user name and the password.
+        value = _secret_json("postgres", None) if scenario.master_has_host else \
+            json.dumps({"username": "postgres", "password": "master-password-0"})
+        master_arn = sm.create_secret(Name=MASTER_NAME, SecretString=value, **kwargs)["ARN"]
     kwargs = {"KmsKeyId": key} if key else {}
     username = "app_user"
     rotated_arn = sm.create_secret(
@@ -233,10 +239,17 @@ def record_scenario(server: MotoServer, scenario: Scenario, out_dir: Path) -> di
     get(rotated_arn, VersionId=token, VersionStage="AWSPENDING")
     if scenario.strategy == ALTERNATING:
         get(master_arn)
-    elif scenario.master:
+    elif scenario.master and scenario.fallback:
         # Single user: the current password no longer logs in, nor does the previous one.
         get(rotated_arn, VersionStage="AWSPREVIOUS")
         get(master_arn)
+    elif scenario.master:
+        # The same, with the fallback off: the step fails and the master secret is not read.
+        get(rotated_arn, VersionStage="AWSPREVIOUS")
+        # Secrets Manager retries setSecret after the password was repaired by hand.
+        fn.describe_secret(SecretId=rotated_arn)
+        get(rotated_arn, VersionStage="AWSCURRENT")
+        get(rotated_arn, VersionId=token, VersionStage="AWSPENDING")
     # testSecret
     fn.describe_secret(SecretId=rotated_arn)
     get(rotated_arn, VersionId=token, VersionStage="AWSPENDING")
@@ -247,7 +260,10 @@ def record_scenario(server: MotoServer, scenario: Scenario, out_dir: Path) -> di
         RemoveFromVersionId=current_version,
     )
 
-    return capture(endpoint, out_dir, scenario.name, scenario.strategy, FUNCTION, master_arn, REGION)
+    return capture(
+        endpoint, out_dir, scenario.name, scenario.strategy, FUNCTION, master_arn, REGION,
+        single_user_master_fallback=scenario.fallback, allowed_db_hosts=scenario.allowed_hosts,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

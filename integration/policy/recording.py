@@ -5,10 +5,20 @@ A recording set is a directory with, per scenario (see policy/matrix.py):
                         one JSON object per HTTP request, {"headers", "method", "url", "body",
                         "body_encoded"}; requests only, no responses
     <name>.meta.json    what the dump cannot say: the secrets' ARNs, their rotation function
-                        and KMS key, the strategy (written by `capture`)
+                        and KMS key, the strategy, the deployment's settings that decide the
+                        role (written by `capture`):
+                          "name", "strategy", "function_name", "function_arn", "region",
+                          "account", "rotated" [ARN...], "master" (ARN of the secret named by
+                          masterarn, read or not; null: none), "key", "master_key",
+                          "secrets" {ARN: {"Name", "RotationLambdaARN", "KmsKeyArn"}},
+                          "recording" (the dump's file name), and optionally
+                          "single_user_master_fallback" (bool, SINGLE_USER_MASTER_FALLBACK of
+                          the run; absent: false) and "allowed_db_hosts" (ALLOWED_DB_HOSTS of
+                          the run; absent or null: not set)
 
     python -m policy.recording capture --endpoint http://127.0.0.1:PORT --out DIR --name NAME \
-        --strategy single-user [--function-name pgrotate] [--master-arn ARN]
+        --strategy single-user [--function-name pgrotate] [--master-arn ARN] \
+        [--single-user-master-fallback] [--allowed-db-hosts HOSTS]
         Stops moto's recorder, downloads the dump and describes the secrets and keys the
         function touched. For the end-to-end suite: start the recorder
         (POST <endpoint>/moto-api/recorder/start-recording, after reset-recording), run one
@@ -19,13 +29,17 @@ A recording set is a directory with, per scenario (see policy/matrix.py):
         {"config", "source", "seq", "action", "resource", "context", "note"}
         - source "recorded": a request of the function (User-Agent with app/pgrotate), action
           from X-Amz-Target, resource the secret's ARN, context with
-          secretsmanager:resource/AllowRotationLambdaArn from the secret's RotationLambdaARN;
+          secretsmanager:resource/AllowRotationLambdaArn from the secret's RotationLambdaARN
+          and lambda:SourceFunctionArn = the function (Lambda sets it on every request made
+          from the execution environment);
         - source "kms-via-secretsmanager": the KMS request Secrets Manager makes on the
           function's behalf for a secret under a customer managed key (reads -> kms:Decrypt,
           PutSecretValue -> kms:GenerateDataKey, with kms:ViaService and the encryption
           context kms:EncryptionContext:SecretARN);
         - source "lambda-service": what Lambda itself does with the execution role (log
-          stream and events; network interfaces when the config has a VPC). Not recorded.
+          stream and events, with lambda:SourceFunctionArn as Lambda documents; network
+          interfaces and the VPC validation when the config has a VPC, without that key).
+          Not recorded.
         Each scenario's requests are emitted for both of its configs (without and with VPC).
 """
 
@@ -48,7 +62,7 @@ SECRET_WRITES = {"PutSecretValue"}  # operations that make Secrets Manager encry
 AWS_MANAGED_KEY = "alias/aws/secretsmanager"
 
 
-class RecordingError(Exception):
+class RecordingError(ValueError):
     pass
 
 
@@ -145,6 +159,8 @@ def capture(
     function_name: str = "pgrotate",
     master_arn: str | None = None,
     region: str = "us-east-1",
+    single_user_master_fallback: bool = False,
+    allowed_db_hosts: str | None = None,
 ) -> dict:
     """Stop moto's recorder, save the dump and the metadata of the secrets the function used."""
     endpoint = endpoint.rstrip("/")
@@ -212,6 +228,8 @@ def capture(
         "master_key": secrets[master]["KmsKeyArn"] if master and master in secrets else None,
         "secrets": {a: s for a, s in secrets.items() if a in touched or a == master},
         "recording": dump_path.name,
+        "single_user_master_fallback": single_user_master_fallback,
+        "allowed_db_hosts": allowed_db_hosts or None,
     }
     (out_dir / f"{name}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -241,12 +259,19 @@ def scenario_and_arns(meta: dict) -> tuple[Scenario, Arns]:
         mode = "same"
     else:
         mode = "separate"
+    fallback = meta.get("single_user_master_fallback", False)
+    if not isinstance(fallback, bool):
+        raise RecordingError(f"{meta['name']}: single_user_master_fallback must be true or false, not {fallback!r}")
+    if fallback and meta["strategy"] != "single-user":
+        raise RecordingError(f"{meta['name']}: single_user_master_fallback is for single-user only")
     scenario = Scenario(
         name=meta["name"],
         strategy=meta["strategy"],
         kms=key is not None,
         master=meta.get("master") is not None,
         master_key=mode,
+        fallback=fallback,
+        allowed_hosts=meta.get("allowed_db_hosts") or None,
     )
     arns = Arns(
         function_name=meta["function_name"],
@@ -327,13 +352,21 @@ def secret_requests(meta: dict, dump_path: Path) -> list[dict]:
 
 
 def lambda_service_requests(config: dict) -> list[dict]:
-    """What Lambda does with the execution role for this config (not made by the code)."""
+    """What Lambda does with the execution role for this config (not made by the code).
+
+    Lambda sets lambda:SourceFunctionArn on the log requests it makes for the function, and
+    not on its EC2 requests (Lambda documentation, "Using source function ARN to control
+    function access behavior"): the VPC statement's Deny, conditioned on that key, leaves
+    them allowed."""
     region, account = config["region"], config["account"]
     log_group = config["log_group"]
     stream = f"arn:aws:logs:{region}:{account}:log-group:{log_group}:log-stream:2026/01/01/[$LATEST]0123456789abcdef"
+    from_lambda_for_function = {"lambda:SourceFunctionArn": config["function_arn"]}
     out = [
-        {"action": "logs:CreateLogStream", "resource": stream, "note": "Lambda opens the log stream"},
-        {"action": "logs:PutLogEvents", "resource": stream, "note": "Lambda ships the function's logs"},
+        {"action": "logs:CreateLogStream", "resource": stream, "note": "Lambda opens the log stream",
+         "context": from_lambda_for_function},
+        {"action": "logs:PutLogEvents", "resource": stream, "note": "Lambda ships the function's logs",
+         "context": from_lambda_for_function},
     ]
     if config["vpc"]:
         arns = config["arns"]
@@ -341,17 +374,27 @@ def lambda_service_requests(config: dict) -> list[dict]:
         subnet = f"arn:aws:ec2:{region}:{account}:subnet/{arns['subnets'][0]}"
         sg = f"arn:aws:ec2:{region}:{account}:security-group/{arns['security_groups'][0]}"
         out += [
+            {"action": "ec2:DescribeSubnets", "resource": "*", "note": "Lambda validates the configured subnets"},
+            {"action": "ec2:DescribeNetworkInterfaces", "resource": "*", "note": "Lambda looks for its ENIs"},
             {"action": "ec2:CreateNetworkInterface", "resource": eni, "note": "Lambda creates the function's ENI"},
             {"action": "ec2:CreateNetworkInterface", "resource": subnet, "note": "... in the configured subnet"},
             {"action": "ec2:CreateNetworkInterface", "resource": sg, "note": "... with the configured security group"},
-            {"action": "ec2:DescribeNetworkInterfaces", "resource": "*", "note": "Lambda checks its ENIs"},
-            {"action": "ec2:DetachNetworkInterface", "resource": eni, "note": "Lambda detaches an unused ENI"},
+            {"action": "ec2:AssignPrivateIpAddresses", "resource": eni, "note": "Lambda assigns addresses on its ENI"},
+            {"action": "ec2:UnassignPrivateIpAddresses", "resource": eni, "note": "Lambda releases them"},
             {"action": "ec2:DeleteNetworkInterface", "resource": eni, "note": "Lambda deletes an unused ENI"},
         ]
     for r in out:
         r["source"] = "lambda-service"
-        r["context"] = {"aws:RequestedRegion": region}
+        r["context"] = {"aws:RequestedRegion": region, **r.get("context", {})}
     return out
+
+
+def from_function_code(request: dict, function_arn: str) -> dict:
+    """A recorded request as IAM sees it: made from the function's execution environment, so
+    with lambda:SourceFunctionArn. (Secrets Manager's own KMS requests are not.)"""
+    if request["source"] != "recorded":
+        return request
+    return {**request, "context": {**request["context"], "lambda:SourceFunctionArn": function_arn}}
 
 
 def convert(directories: Iterable[Path], policy_root: Path) -> list[dict]:
@@ -372,7 +415,8 @@ def convert(directories: Iterable[Path], policy_root: Path) -> list[dict]:
                 if not config_path.exists():
                     raise RecordingError(f"{config_path} missing: run python -m policy.render --recordings {directory}")
                 config = json.loads(config_path.read_text())
-                for seq, r in enumerate(recorded + lambda_service_requests(config), 1):
+                requests = [from_function_code(r, config["function_arn"]) for r in recorded]
+                for seq, r in enumerate(requests + lambda_service_requests(config), 1):
                     lines.append({"config": config_id, "seq": seq, **r})
     return lines
 
@@ -388,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--function-name", default="pgrotate")
     cap.add_argument("--master-arn")
     cap.add_argument("--region", default="us-east-1")
+    cap.add_argument("--single-user-master-fallback", action="store_true",
+                     help="the run had SINGLE_USER_MASTER_FALLBACK=true")
+    cap.add_argument("--allowed-db-hosts", help="ALLOWED_DB_HOSTS of the run")
     conv = sub.add_parser("convert", help="recording sets -> IAM requests (JSONL)")
     conv.add_argument("directories", nargs="+")
     conv.add_argument("--policy", default="target/policy", help="where policy.render wrote the configs")
@@ -398,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = capture(
                 args.endpoint, Path(args.out), args.name, args.strategy,
                 args.function_name, args.master_arn, args.region,
+                args.single_user_master_fallback, args.allowed_db_hosts,
             )
             print(f"capture: {Path(args.out) / (args.name + '.meta.json')}: rotated {meta['rotated']}, master {meta['master']}")
         else:

@@ -4,8 +4,10 @@
     python -m policy.render --recordings target/recordings/fixture [...]
 
 Writes under target/policy/ (override with --out):
-    examples/<config>/          the matrix with example ARNs (strategy x KMS x VPC, and the
-                                single-user master fallback)
+    examples/<config>/          the matrix with example ARNs (strategy x KMS x VPC, single
+                                user with a master secret and the fallback on or off,
+                                alternating users with an RDS-managed master secret), and
+                                two configs with AlarmTopicArn (<config>-alarm)
     <recording set>/<config>/   one per scenario recorded in that directory, with the ARNs of
                                 the secrets and keys of the recording, with and without a VPC
 Each config directory holds:
@@ -14,8 +16,12 @@ Each config directory holds:
     trust-policy.json           the role's trust policy
     lambda-resource-policy.json the function's resource policy (from AWS::Lambda::Permission)
     kms-key-policy.json         the KMS key policy statement(s) from the outputs, if any
+    alarm-topic-policy.json     the SNS topic policy statements from the outputs (AlarmTopicArn)
     template.json               the whole template resolved for these parameters
-    config.json                 scenario, VPC flag, function ARN, log group
+    config.json                 scenario, whether the function reads the master secret, VPC
+                                flag, ARNs (the master's too when the role may not read it),
+                                partition, region, account, role and function ARNs, log
+                                group, the function's environment
 """
 
 from __future__ import annotations
@@ -26,8 +32,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policy.cfn import ACCOUNT, REGION, TemplateError, check_sam_transform, load_template, render
-from policy.matrix import EXAMPLE_ARNS, SCENARIOS, Arns, Scenario, config_names, parameters
+from policy.cfn import ACCOUNT, PARTITION, REGION, TemplateError, check_sam_transform, load_template, render
+from policy.matrix import (
+    ALARM_ARNS,
+    ALARM_EXAMPLES,
+    EXAMPLE_ARNS,
+    SCENARIOS,
+    SCENARIOS_BY_NAME,
+    Arns,
+    Scenario,
+    alarm_config_name,
+    config_names,
+    parameters,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "target" / "policy"
@@ -38,8 +55,9 @@ def _write(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def render_config(template: dict, scenario: Scenario, arns: Arns, vpc: bool, out_dir: Path) -> dict:
-    params = parameters(scenario, arns, vpc)
+def render_config(template: dict, scenario: Scenario, arns: Arns, vpc: bool, out_dir: Path,
+                  alarm: bool = False) -> dict:
+    params = parameters(scenario, arns, vpc, alarm)
     rendered = render(template, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir / "parameters.json", params)
@@ -53,13 +71,23 @@ def render_config(template: dict, scenario: Scenario, arns: Arns, vpc: bool, out
         _write(out_dir / "kms-key-policy.json", key_policy)
     elif (out_dir / "kms-key-policy.json").exists():
         (out_dir / "kms-key-policy.json").unlink()
+    topic_statements = rendered["outputs"].get("AlarmTopicPolicyStatements")
+    if topic_statements:
+        _write(out_dir / "alarm-topic-policy.json",
+               {"Version": "2012-10-17", "Statement": json.loads(topic_statements["Value"])})
+    elif (out_dir / "alarm-topic-policy.json").exists():
+        (out_dir / "alarm-topic-policy.json").unlink()
     _write(out_dir / "template.json", rendered["template"])
     config = {
         "scenario": scenario.__dict__,
+        "reads_master": scenario.reads_master,
         "vpc": vpc,
+        "alarm": alarm,
         "arns": arns.to_json(),
         "account": ACCOUNT,
         "region": REGION,
+        "partition": PARTITION,
+        "role_arn": rendered["role_arn"],
         "function_arn": rendered["function_arn"],
         "log_group": rendered["function"]["LoggingConfig"]["LogGroup"],
         "environment": rendered["function"]["Environment"]["Variables"],
@@ -74,6 +102,10 @@ def render_examples(template: dict, out: Path) -> list[str]:
         for name, vpc in zip(config_names(scenario.name), (False, True)):
             render_config(template, scenario, EXAMPLE_ARNS, vpc, out / "examples" / name)
             written.append(f"examples/{name}")
+    for scenario_name, vpc in ALARM_EXAMPLES:
+        name = alarm_config_name(scenario_name, vpc)
+        render_config(template, SCENARIOS_BY_NAME[scenario_name], ALARM_ARNS, vpc, out / "examples" / name, alarm=True)
+        written.append(f"examples/{name}")
     return written
 
 

@@ -49,4 +49,11 @@ case "$ARCH:$machine" in
 esac
 grep -q 'Runtime: provided.al2023' "$BUILD_DIR/template.yaml" \
     || { echo "sam-build: built template lost Runtime provided.al2023" >&2; exit 1; }
-echo "sam-build: ok: $bin ($ARCH, $(stat -c %s "$bin") bytes) in ${elapsed}s"
+# `sam package` reads the built template: the Serverless Application Repository metadata's
+# LicenseUrl and ReadmeUrl, rewritten relative to the build directory, must still name the files.
+for prop in LicenseUrl ReadmeUrl; do
+    rel="$(sed -n "s/^ *$prop: *//p" "$BUILD_DIR/template.yaml" | head -n 1)"
+    [ -n "$rel" ] && [ -f "$BUILD_DIR/$rel" ] \
+        || { echo "sam-build: built template's $prop ($rel) names no file from $BUILD_DIR" >&2; exit 1; }
+done
+echo "sam-build: ok: $bin ($ARCH, $(stat -c %s "$bin") bytes) in ${elapsed}s; LicenseUrl and ReadmeUrl resolve"

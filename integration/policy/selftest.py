@@ -4,7 +4,8 @@ that policy.evaluate reports each one.
     python -m policy.selftest [--policy target/policy] [--requests target/policy/requests.jsonl]
 
 Uses the fixture configs that exercise every statement (alternating users with two keys and
-a VPC; single user with the master fallback under the same key). Also evaluates the role
+a VPC; single user with the master fallback under the same key; single user with a master
+secret under the same key and the fallback off, in a VPC). Also evaluates the role
 policy of AWS's reference rotation template (single user, from the Secrets Manager
 documentation) against the same requests: it must fail (GetRandomPassword is never used, the
 secret statement has no rotation-function condition, the log and KMS grants are missing).
@@ -40,9 +41,36 @@ REFUSED = [
     ("a KMS alias instead of a key ARN", {"SecretArns": _SECRET,
                                           "KmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/secrets"}),
     ("an unknown strategy", {"SecretArns": _SECRET, "RotationStrategy": "multi-user"}),
+    ("SingleUserMasterFallback with alternating-users",
+     {"RotationStrategy": "alternating-users", "SecretArns": _SECRET, "MasterSecretArn": EXAMPLE_ARNS.master,
+      "SingleUserMasterFallback": "true"}),
+    ("SingleUserMasterFallback without MasterSecretArn", {"SecretArns": _SECRET, "SingleUserMasterFallback": "true"}),
+    ("single-user MasterSecretArn with the fallback off (it would grant nothing the function uses)",
+     {"SecretArns": _SECRET, "MasterSecretArn": EXAMPLE_ARNS.master}),
+    ("SingleUserMasterFallback=yes", {"SecretArns": _SECRET, "SingleUserMasterFallback": "yes"}),
+    ("AllowedDbHosts with a space", {"SecretArns": _SECRET, "AllowedDbHosts": "db1.example.com, db2.example.com"}),
+    ("AllowedDbHosts with a * inside a name", {"SecretArns": _SECRET, "AllowedDbHosts": "db*.example.com"}),
+    ("AllowedDbHosts with a bare *", {"SecretArns": _SECRET, "AllowedDbHosts": "*"}),
+    ("AllowedDbHosts with an empty entry", {"SecretArns": _SECRET, "AllowedDbHosts": "db1.example.com,"}),
+    ("AllowedDbHosts as a URL", {"SecretArns": _SECRET, "AllowedDbHosts": "postgres://db1.example.com"}),
+]
+# Parameter sets that must be accepted.
+ACCEPTED = [
+    ("SecretArns only", {"SecretArns": _SECRET}),
+    ("single-user with the master fallback",
+     {"SecretArns": _SECRET, "MasterSecretArn": EXAMPLE_ARNS.master, "SingleUserMasterFallback": "true"}),
+    ("AllowedDbHosts: exact names, a wildcard suffix, an address",
+     {"SecretArns": _SECRET,
+      "AllowedDbHosts": "db1.example.com,*.abc123xyz.eu-west-1.rds.amazonaws.com,10.0.3.17,DB2.Example.COM"}),
 ]
 
 CONFIGS = ["fixture/alternating-users-kms-vpc", "fixture/single-user-master-kms"]
+VPC = ["fixture/alternating-users-kms-vpc"]
+NO_FALLBACK = ["fixture/single-user-master-nofallback-kms-vpc"]
+ENI_ACTIONS = [
+    "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+]
 
 
 def _stmt(policy: dict, sid: str) -> dict:
@@ -87,6 +115,34 @@ def _drop_condition(sid: str, op: str, key: str) -> Callable[[dict], None]:
 
 def _set(sid: str, field: str, value) -> Callable[[dict], None]:
     return lambda p: _stmt(p, sid).__setitem__(field, value)
+
+
+def _master_read(p: dict) -> None:
+    """A MasterSecret statement as the role would have with the fallback on."""
+    config_master = p.pop("_master")
+    p["Statement"].append({"Sid": "MasterSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                           "Resource": config_master})
+
+
+def _with_master(fn: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(d: Path) -> None:
+        master = json.loads((d / "config.json").read_text())["arns"]["master"]
+        p = d / "role-policy.json"
+        policy = json.loads(p.read_text())
+        policy["_master"] = master
+        fn(policy)
+        policy.pop("_master", None)
+        p.write_text(json.dumps(policy))
+    return apply
+
+
+def _environment(variable: str, value: str) -> Callable[[Path], None]:
+    def apply(d: Path) -> None:
+        p = d / "config.json"
+        config = json.loads(p.read_text())
+        config["environment"][variable] = value
+        p.write_text(json.dumps(config))
+    return apply
 
 
 def _reference_policy(d: Path) -> None:
@@ -145,8 +201,41 @@ MUTATIONS = [
      _role(_set("MasterSecretKey", "Action", ["kms:Decrypt", "kms:GenerateDataKey"])),
      "GenerateDataKey (a write) for the master secret"),
     ("logs on every log group", CONFIGS, _role(_set("OwnLogGroup", "Resource", "*")), "another function's log group"),
-    ("EC2 on Resource *", ["fixture/alternating-users-kms-vpc"],
-     _role(_set("VpcNetworkInterfaces", "Resource", "*")), "network interface in another region"),
+    ("VPC Deny dropped", VPC,
+     _role(lambda p: p["Statement"].remove(_stmt(p, "VpcNetworkInterfacesNotFromCode"))),
+     "by the function's own code"),
+    ("VPC Deny without its lambda:SourceFunctionArn condition", VPC,
+     _role(lambda p: _stmt(p, "VpcNetworkInterfacesNotFromCode").pop("Condition")),
+     "denied by the role policy: ec2:"),
+    ("VPC Deny conditioned on another function", VPC,
+     _role(lambda p: _stmt(p, "VpcNetworkInterfacesNotFromCode")["Condition"]["ArnEquals"].__setitem__(
+         "lambda:SourceFunctionArn", "arn:aws:lambda:us-east-1:123456789012:function:another-function")),
+     "by the function's own code"),
+    ("VPC Deny without ec2:DescribeSubnets", VPC,
+     _role(_set("VpcNetworkInterfacesNotFromCode", "Action", [a for a in ENI_ACTIONS if a != "ec2:DescribeSubnets"])),
+     "DescribeSubnets by the function's own code"),
+    ("VPC Deny twice", VPC,
+     _role(lambda p: p["Statement"].append(copy.deepcopy(_stmt(p, "VpcNetworkInterfacesNotFromCode")))),
+     "(Deny) denies no neighbour"),
+    ("VPC statement without ec2:AssignPrivateIpAddresses", VPC,
+     _role(_set("VpcNetworkInterfaces", "Action", [a for a in ENI_ACTIONS if a != "ec2:AssignPrivateIpAddresses"])),
+     "denied by the role policy: ec2:AssignPrivateIpAddresses"),
+    ("ec2:DetachNetworkInterface granted again", VPC,
+     _role(_set("VpcNetworkInterfaces", "Action", ENI_ACTIONS + ["ec2:DetachNetworkInterface"])),
+     "DetachNetworkInterface, which no request uses"),
+    ("master secret readable with the fallback off", NO_FALLBACK, _with_master(_master_read),
+     "the master secret read with the fallback off"),
+    ("master secret decryptable with the fallback off", NO_FALLBACK,
+     _with_master(lambda p: _stmt(p, "RotatedSecretsKey")["Condition"]["StringLike"].__setitem__(
+         "kms:EncryptionContext:SecretARN",
+         _stmt(p, "RotatedSecretsKey")["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"] + [p["_master"]])),
+     "the master secret decrypted with the fallback off"),
+    ("fallback off in the environment of a fallback-on config", ["fixture/single-user-master-kms"],
+     _environment("SINGLE_USER_MASTER_FALLBACK", "false"), "the function's environment has SINGLE_USER_MASTER_FALLBACK"),
+    ("fallback on in the environment of a fallback-off config", NO_FALLBACK,
+     _environment("SINGLE_USER_MASTER_FALLBACK", "true"), "the function's environment has SINGLE_USER_MASTER_FALLBACK"),
+    ("ALLOWED_DB_HOSTS lost", ["fixture/alternating-users-rds-master"],
+     _environment("ALLOWED_DB_HOSTS", ""), "the function's environment has ALLOWED_DB_HOSTS"),
     ("a redundant statement", CONFIGS,
      _role(lambda p: p["Statement"].append(copy.deepcopy(_stmt(p, "OwnLogGroup")))), "is not needed"),
     ("resource policy without SourceAccount", CONFIGS,
@@ -171,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             by_config.setdefault(r["config"], []).append(r)
     problems = []
     # The unmutated configs must pass, or the mutations prove nothing.
-    for config_id in CONFIGS:
+    for config_id in sorted({c for _, configs, _, _ in MUTATIONS for c in configs}):
         if config_id not in by_config:
             problems.append(f"{config_id}: no requests in {args.requests}")
             continue
@@ -180,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         if failures.items:
             problems.append(f"{config_id}: fails before any mutation: {failures.items[:3]}")
     template = load_template(REPO / "template.yaml")
-    try:
-        render(template, {"SecretArns": _SECRET})
-    except TemplateError as e:
-        problems.append(f"the minimal parameter set (SecretArns only) is refused: {e}")
+    for name, params in ACCEPTED:
+        try:
+            render(template, params)
+        except TemplateError as e:
+            problems.append(f"parameter set '{name}' is refused: {e}")
     for name, params in REFUSED:
         try:
             render(template, params)
@@ -196,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, configs, mutate, expected in MUTATIONS:
             for config_id in configs:
                 if config_id not in by_config:
+                    problems.append(f"mutation '{name}': no requests for {config_id} in {args.requests}")
                     continue
                 work = Path(tmp) / name.replace(" ", "_").replace("/", "_")
                 if work.exists():

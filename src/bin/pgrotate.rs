@@ -6,6 +6,7 @@ use pgrotate::db::Postgres;
 use pgrotate::store::AwsSecretStore;
 use pgrotate::{Config, Error, RotationEvent, Rotator};
 use serde_json::Value;
+use std::time::{Duration, Instant, SystemTime};
 
 fn diagnostic(error: &Error) -> Diagnostic {
     Diagnostic {
@@ -14,15 +15,29 @@ fn diagnostic(error: &Error) -> Diagnostic {
     }
 }
 
+/// Time kept back from the invocation's deadline to log the failure and answer the runtime.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// When the step must stop: the invocation's deadline less the margin, as an `Instant`.
+fn stop_by(context: &lambda_runtime::Context) -> Option<Instant> {
+    let left = context.deadline().duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN))
+}
+
 async fn handle(
     rotator: &Rotator<AwsSecretStore, Postgres>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Diagnostic> {
-    let event = RotationEvent::from_json(&event.payload).map_err(|error| {
+    let LambdaEvent { payload, context } = event;
+    let event = RotationEvent::from_json(&payload).map_err(|error| {
         tracing::error!(error = %error, "rejected the invocation");
         diagnostic(&error)
     })?;
-    rotator.handle(&event).await.map_err(|e| diagnostic(&e))?;
+    let stop_by = stop_by(&context);
+    rotator
+        .handle_until(&event, stop_by)
+        .await
+        .map_err(|e| diagnostic(&e))?;
     Ok(Value::Null)
 }
 

@@ -107,6 +107,9 @@ pub enum DbFailure {
     ServerTooOld(String),
     #[error("{0}")]
     Server(String),
+    /// The master user refused the change after reading the roles (nothing was changed).
+    #[error("refused, nothing was changed: {0}")]
+    Refused(Box<sql::RoleRefusal>),
 }
 
 /// A database failure, with where it happened (never the password).
@@ -129,6 +132,14 @@ impl DbError {
 
     pub fn is_auth_failure(&self) -> bool {
         self.failure == DbFailure::AuthFailed
+    }
+
+    /// The refusal, when the master user refused to change a role.
+    pub fn refusal(&self) -> Option<&sql::RoleRefusal> {
+        match &self.failure {
+            DbFailure::Refused(refusal) => Some(refusal),
+            _ => None,
+        }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -156,7 +167,9 @@ pub trait Database {
         new_password: &SecretString,
     ) -> impl Future<Output = Result<(), DbError>>;
 
-    /// Logs in as the master user and changes `user`'s password.
+    /// Logs in as the master user and, in one transaction, checks that `user` exists and is
+    /// neither the master user nor privileged ([`sql::master_reset_refusal`]; refused:
+    /// [`DbFailure::Refused`]), then changes its password.
     fn set_password_as_master(
         &self,
         master: &DbLogin,
@@ -164,8 +177,10 @@ pub trait Database {
         new_password: &SecretString,
     ) -> impl Future<Output = Result<(), DbError>>;
 
-    /// Logs in as the master user and, in one transaction, sets the alternate user's password
-    /// (creating it with LOGIN when missing) and keeps the clone equivalent to the primary.
+    /// Logs in as the master user and, in one transaction, reads the pair
+    /// ([`sql::PAIR_FACTS_SQL`]), refuses an unsafe pair ([`sql::pair_refusal`]:
+    /// [`DbFailure::Refused`]), else sets the alternate user's password (creating it with
+    /// LOGIN when missing) and keeps the clone equivalent to the primary ([`sql::pair_plan`]).
     fn set_alternate_password(
         &self,
         master: &DbLogin,

@@ -21,7 +21,9 @@ use tokio_postgres::{Client, Config, SimpleQueryMessage, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::{
-    PairState, alter_password_sql, login_password_sql, pair_statements, scram_verifier,
+    MASTER_RIGHTS_SQL, MasterRights, MirroredAttributes, PAIR_FACTS_SQL, PairFacts, ReachableRole,
+    RoleFacts, TARGET_FACTS_SQL, alter_password_sql, master_reset_refusal, master_rights_refusal,
+    pair_plan, scram_verifier,
 };
 use super::tls::TlsConfigs;
 use super::{AlternateChange, Database, DbError, DbFailure, DbLogin};
@@ -205,8 +207,12 @@ impl Postgres {
                 Some(tls) => open(&config, tracked(tls, &started)).await,
             }
         };
+        crate::crash::point("db before connect");
         match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(Ok(session)) => Ok(session),
+            Ok(Ok(session)) => {
+                crate::crash::point("db after connect");
+                Ok(session)
+            }
             Ok(Err(e)) => Err(DbError::new(
                 login,
                 classify(&e, login.ssl, started.load(Ordering::Relaxed)),
@@ -299,41 +305,98 @@ async fn require_scram_server(client: &Client, login: &DbLogin) -> Result<(), Db
     Ok(())
 }
 
-/// Reads what the pair's plan depends on, in one round trip.
-async fn pair_state(
+/// The master user's rights and the server's version ([`MASTER_RIGHTS_SQL`]); a server older
+/// than PostgreSQL 10 is refused here, before any change.
+async fn master_rights(client: &Client, master: &DbLogin) -> Result<MasterRights, DbError> {
+    let fail = |e: tokio_postgres::Error| DbError::new(master, classify(&e, master.ssl, true));
+    let row = client
+        .query_typed_one(MASTER_RIGHTS_SQL, &[])
+        .await
+        .map_err(fail)?;
+    let rights = MasterRights {
+        name: row.try_get(0).map_err(fail)?,
+        server_version_num: row.try_get(1).map_err(fail)?,
+        server_version: row.try_get(2).map_err(fail)?,
+        superuser: row.try_get(3).map_err(fail)?,
+        createrole: row.try_get(4).map_err(fail)?,
+        createdb: row.try_get(5).map_err(fail)?,
+    };
+    if rights.server_version_num < MIN_SERVER_VERSION {
+        return Err(DbError::new(
+            master,
+            DbFailure::ServerTooOld(rights.server_version),
+        ));
+    }
+    Ok(rights)
+}
+
+/// The roles `target` is or can act as ([`TARGET_FACTS_SQL`]), in one round trip.
+async fn target_facts(
+    client: &Client,
+    target: &RoleName,
+) -> Result<Vec<ReachableRole>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(TARGET_FACTS_SQL, &[(&target.as_str(), Type::TEXT)])
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReachableRole {
+                name: row.try_get("name")?,
+                is_target: row.try_get("is_target")?,
+                superuser: row.try_get("rolsuper")?,
+                createrole: row.try_get("rolcreaterole")?,
+                replication: row.try_get("rolreplication")?,
+                bypassrls: row.try_get("rolbypassrls")?,
+                is_master: row.try_get("is_master")?,
+                master_admin: row.try_get("master_admin")?,
+            })
+        })
+        .collect()
+}
+
+/// What the pair's plan depends on ([`PAIR_FACTS_SQL`]), in one round trip.
+async fn pair_facts(
     client: &Client,
     change: &AlternateChange<'_>,
-) -> Result<(bool, PairState), tokio_postgres::Error> {
-    let row = client
-        .query_typed_one(
-            "SELECT
-               EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $3),
-               EXISTS (SELECT 1 FROM pg_auth_members m
-                         JOIN pg_roles r ON r.oid = m.roleid
-                         JOIN pg_roles u ON u.oid = m.member
-                        WHERE r.rolname = $2 AND u.rolname = $1),
-               EXISTS (SELECT 1 FROM pg_auth_members m
-                         JOIN pg_roles r ON r.oid = m.roleid
-                         JOIN pg_roles u ON u.oid = m.member
-                        WHERE r.rolname = $1 AND u.rolname = $2),
-               ARRAY(SELECT unnest(s.setconfig)
-                       FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
-                      WHERE r.rolname = $1 AND s.setdatabase = 0)",
+) -> Result<PairFacts, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            PAIR_FACTS_SQL,
             &[
                 (&change.primary.as_str(), Type::TEXT),
                 (&change.clone.as_str(), Type::TEXT),
-                (&change.target.as_str(), Type::TEXT),
             ],
         )
         .await?;
-    Ok((
-        row.try_get(0)?,
-        PairState {
-            primary_in_clone: row.try_get(1)?,
-            clone_in_primary: row.try_get(2)?,
-            primary_settings: row.try_get(3)?,
-        },
-    ))
+    let mut facts = PairFacts::default();
+    for row in &rows {
+        let databases: Vec<String> = row.try_get("database_setting_databases")?;
+        let entries: Vec<String> = row.try_get("database_setting_entries")?;
+        let role = RoleFacts {
+            name: row.try_get("name")?,
+            superuser: row.try_get("rolsuper")?,
+            createrole: row.try_get("rolcreaterole")?,
+            replication: row.try_get("rolreplication")?,
+            bypassrls: row.try_get("rolbypassrls")?,
+            attributes: MirroredAttributes {
+                createdb: row.try_get("rolcreatedb")?,
+                inherit: row.try_get("rolinherit")?,
+                connection_limit: row.try_get("rolconnlimit")?,
+                valid_until: row.try_get("valid_until")?,
+            },
+            is_master: row.try_get("is_master")?,
+            master_admin: row.try_get("master_admin")?,
+            member_of_partner: row.try_get("member_of_partner")?,
+            settings: row.try_get("settings")?,
+            database_settings: databases.into_iter().zip(entries).collect(),
+        };
+        if row.try_get("is_primary")? {
+            facts.primary = Some(role);
+        } else {
+            facts.clone = Some(role);
+        }
+    }
+    Ok(facts)
 }
 
 async fn session_user(client: &Client) -> Result<String, tokio_postgres::Error> {
@@ -376,11 +439,14 @@ impl Database for Postgres {
             // user may only change the password of the session user.
             let sql = alter_password_sql(&login.username, &scram_verifier(new_password));
             let sql = SecretString::from(format!("SET ROLE NONE; {}", sql.expose_secret()));
+            crate::crash::point("db before ALTER ROLE");
             session
                 .client
                 .batch_execute(sql.expose_secret())
                 .await
-                .map_err(|e| DbError::new(login, classify(&e, login.ssl, true)))
+                .map_err(|e| DbError::new(login, classify(&e, login.ssl, true)))?;
+            crate::crash::point("db after ALTER ROLE");
+            Ok(())
         }
         .await;
         session.close().await;
@@ -394,14 +460,29 @@ impl Database for Postgres {
         new_password: &SecretString,
     ) -> Result<(), DbError> {
         let session = self.connect(master).await?;
+        let fail = |e: tokio_postgres::Error| DbError::new(master, classify(&e, master.ssl, true));
         let result = async {
-            require_scram_server(&session.client, master).await?;
+            let client = &session.client;
+            let rights = master_rights(client, master).await?;
+            // One transaction: the target's roles read, refused or changed.
+            client.batch_execute("BEGIN").await.map_err(fail)?;
+            let reachable = target_facts(client, user).await.map_err(fail)?;
+            let admin = reachable.iter().any(|r| r.is_target && r.master_admin);
+            if let Some(refusal) = master_reset_refusal(user, &reachable)
+                .or_else(|| master_rights_refusal(&rights, &[(user.as_str(), admin)], false))
+            {
+                return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
+            }
             let sql = alter_password_sql(user, &scram_verifier(new_password));
-            session
-                .client
+            crate::crash::point("db before ALTER ROLE");
+            client
                 .batch_execute(sql.expose_secret())
                 .await
-                .map_err(|e| DbError::new(master, classify(&e, master.ssl, true)))
+                .map_err(fail)?;
+            crate::crash::point("db after ALTER ROLE, before COMMIT");
+            client.batch_execute("COMMIT").await.map_err(fail)?;
+            crate::crash::point("db after COMMIT");
+            Ok(())
         }
         .await;
         session.close().await;
@@ -417,33 +498,48 @@ impl Database for Postgres {
         let session = self.connect(master).await?;
         let fail = |e: tokio_postgres::Error| DbError::new(master, classify(&e, master.ssl, true));
         let result = async {
-            require_scram_server(&session.client, master).await?;
-            let verifier = scram_verifier(new_password);
             let client = &session.client;
+            let rights = master_rights(client, master).await?;
+            let verifier = scram_verifier(new_password);
             tracing::trace!(
                 role = %change.target,
                 "setting the password inside the pair's transaction"
             );
-            // One transaction: the facts, then the password statement and the pair's plan in
-            // one batch. Dropping the connection before COMMIT rolls everything back.
+            // One transaction in four round trips whatever the pair holds: BEGIN, the facts,
+            // the password and the pair's plan in one batch, COMMIT. A connection dropped
+            // before COMMIT rolls everything back.
             client.batch_execute("BEGIN").await.map_err(fail)?;
-            let (target_exists, state) = pair_state(client, change).await.map_err(fail)?;
-            let password = login_password_sql(change.target, target_exists, &verifier);
-            let plan = pair_statements(
+            let mut facts = pair_facts(client, change).await.map_err(fail)?;
+            facts.server_version_num = rights.server_version_num;
+            let plan = pair_plan(
                 change.primary,
                 change.clone,
-                &state,
+                change.target,
+                &facts,
+                &verifier,
                 change.clone_default_role,
+            )
+            .map_err(|refusal| DbError::new(master, DbFailure::Refused(Box::new(refusal))))?;
+            if let Some(refusal) =
+                master_rights_refusal(&rights, &facts.admin_needed(), facts.gives_createdb())
+            {
+                return Err(DbError::new(master, DbFailure::Refused(Box::new(refusal))));
+            }
+            let batch = SecretString::from(
+                std::iter::once(plan.password.expose_secret().to_string())
+                    .chain(plan.statements)
+                    .collect::<Vec<_>>()
+                    .join(";\n"),
             );
-            let batch = SecretString::from(format!(
-                "{};\n{};\nCOMMIT",
-                password.expose_secret(),
-                plan.join(";\n")
-            ));
+            crate::crash::point("db before ALTER ROLE");
             client
                 .batch_execute(batch.expose_secret())
                 .await
-                .map_err(fail)
+                .map_err(fail)?;
+            crate::crash::point("db after ALTER ROLE, before COMMIT");
+            client.batch_execute("COMMIT").await.map_err(fail)?;
+            crate::crash::point("db after COMMIT");
+            Ok(())
         }
         .await;
         session.close().await;

@@ -4,7 +4,7 @@
 use crate::db::{AlternateChange, Database};
 use crate::error::Error;
 use crate::secret::{DbSecret, MAX_IDENTIFIER_BYTES, RoleName};
-use crate::store::SecretStore;
+use crate::store::{AWSCURRENT, SecretStore};
 
 use super::{Rotator, StepLog};
 
@@ -55,14 +55,15 @@ where
     ) -> Result<(), Error> {
         // Only a user whose credentials work may have its partner's password changed: a
         // secret pointing at an arbitrary user name cannot steer the master user.
-        if !self.db.can_log_in(&self.login(current)).await? {
+        let current_login = self.db.user_login(current, AWSCURRENT)?;
+        if !self.db.can_log_in(&current_login).await? {
             return Err(Error::CurrentDoesNotLogIn {
                 user: current.username.to_string(),
             });
         }
         let master = self.master_login(current).await?;
         let (primary, clone) = pair_of(&current.username)?;
-        tracing::debug!(%primary, %clone, target = %pending.username, master = %master.username, "setting the alternate user's password");
+        tracing::debug!(%primary, %clone, target = %pending.username, master = %master.username(), "setting the alternate user's password");
         let change = AlternateChange {
             primary: &primary,
             clone: &clone,

@@ -7,14 +7,17 @@ use std::time::Instant;
 use secrecy::SecretString;
 
 use crate::config::{Config, Strategy};
-use crate::db::{Database, DbLogin};
+use crate::db::Database;
 use crate::error::Error;
 use crate::event::{RotationEvent, Step};
 use crate::secret::{DbSecret, MasterSecret, RoleName};
 use crate::store::{AWSCURRENT, AWSPENDING, SecretDescription, SecretStore, VersionRef};
 
 mod alternating;
+mod guard;
 mod single;
+
+use guard::{GuardedDb, Login};
 
 pub use alternating::alternate_name;
 
@@ -37,7 +40,8 @@ impl StepLog {
 /// Runs rotation steps. Build it once per process: it holds the store and database clients.
 pub struct Rotator<S, D> {
     store: S,
-    db: D,
+    /// Reached only through the guard's checked logins (`ALLOWED_DB_HOSTS`, vouched master).
+    db: GuardedDb<D>,
     config: Config,
 }
 
@@ -47,22 +51,51 @@ where
     D: Database + Sync,
 {
     pub fn new(store: S, db: D, config: Config) -> Rotator<S, D> {
-        Rotator { store, db, config }
+        Rotator {
+            store,
+            db: GuardedDb::new(db, &config),
+            config,
+        }
     }
 
     pub fn store(&self) -> &S {
         &self.store
     }
 
+    /// The database port, for tests that inspect it.
     pub fn database(&self) -> &D {
-        &self.db
+        self.db.unguarded()
     }
 
     /// Handles one invocation and logs one line at its end (never a secret value).
     pub async fn handle(&self, event: &RotationEvent) -> Result<(), Error> {
+        self.handle_until(event, None).await
+    }
+
+    /// Handles one invocation that must end by `stop_by`: work still running then is dropped
+    /// (an open transaction rolls back with its connection) and the step fails with a clear
+    /// "ran out of time" error, rather than being killed by Lambda mid-statement. Every step
+    /// is idempotent, so the service's next attempt resumes.
+    pub async fn handle_until(
+        &self,
+        event: &RotationEvent,
+        stop_by: Option<Instant>,
+    ) -> Result<(), Error> {
+        crate::crash::enter_step(&event.step);
         let started = Instant::now();
         let mut log = StepLog::default();
-        let result = self.run(event, &mut log).await;
+        let result = match stop_by {
+            None => self.run(event, &mut log).await,
+            Some(stop_by) => {
+                match tokio::time::timeout_at(stop_by.into(), self.run(event, &mut log)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::OutOfTime {
+                        step: event.step.clone(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    }),
+                }
+            }
+        };
         let arn = log.arn.as_deref().unwrap_or(&event.secret_id);
         let user = log.user.as_deref().unwrap_or("-");
         let host = log.host.as_deref().unwrap_or("-");
@@ -165,10 +198,6 @@ where
         self.parse_secret(arn, label, &raw)
     }
 
-    pub(super) fn login(&self, secret: &DbSecret) -> DbLogin {
-        DbLogin::from_secret(secret, self.config.default_ssl)
-    }
-
     /// The user the pending secret must name.
     fn expected_pending_user(&self, current: &DbSecret) -> Result<RoleName, Error> {
         match self.config.strategy {
@@ -188,6 +217,8 @@ where
             .read_secret(arn, VersionRef::Stage(AWSCURRENT), AWSCURRENT)
             .await?;
         log.describe(&current);
+        // The first step refuses a host outside ALLOWED_DB_HOSTS, before anything is written.
+        self.db.check_host(&current.host, AWSCURRENT)?;
         let username = self.expected_pending_user(&current)?;
         match self
             .store
@@ -228,7 +259,11 @@ where
         self.check_pending_matches(&current, &pending)?;
 
         tracing::debug!(user = %pending.username, "checking whether the pending password already works");
-        if self.db.can_log_in(&self.login(&pending)).await? {
+        if self
+            .db
+            .can_log_in(&self.db.user_login(&pending, AWSPENDING)?)
+            .await?
+        {
             log.outcome = "pending password already set";
             return Ok(());
         }
@@ -268,14 +303,10 @@ where
         Ok(())
     }
 
-    /// Reads the master secret named by `masterarn` and logs in as it into the user's
-    /// database; host (and port) must match the user's secret when the master names them.
-    pub(super) async fn master_login(&self, user: &DbSecret) -> Result<DbLogin, Error> {
+    /// Reads the master secret named by `masterarn`; the guard decides whether its password
+    /// may go to the user's host (see [`GuardedDb::master_login`]).
+    async fn master_login(&self, user: &DbSecret) -> Result<Login, Error> {
         let arn = user.masterarn.as_deref().unwrap_or_default();
-        let master_error = |problem: String| Error::MasterSecret {
-            arn: arn.to_string(),
-            problem,
-        };
         let raw = match self
             .store
             .get_value(arn, VersionRef::Stage(AWSCURRENT))
@@ -283,33 +314,18 @@ where
         {
             Ok(raw) => raw,
             Err(e) if e.is_transient() => return Err(e.into()),
-            Err(e) => return Err(master_error(format!("cannot be read: {e}"))),
+            Err(e) => {
+                return Err(Error::MasterSecret {
+                    arn: arn.to_string(),
+                    problem: format!("cannot be read: {e}"),
+                });
+            }
         };
-        let master = MasterSecret::parse(&raw).map_err(master_error)?;
-        if let Some(host) = master
-            .host
-            .as_ref()
-            .filter(|h| !h.eq_ignore_ascii_case(&user.host))
-        {
-            return Err(master_error(format!(
-                "names host {host:?} but the user's secret names {:?}: the master secret must be the one of the user's server",
-                user.host
-            )));
-        }
-        if let Some(port) = master.port.filter(|p| *p != user.port) {
-            return Err(master_error(format!(
-                "names port {port} but the user's secret names {}",
-                user.port
-            )));
-        }
-        Ok(DbLogin {
-            host: user.host.clone(),
-            port: user.port,
-            dbname: user.dbname.clone(),
-            username: master.username,
-            password: master.password,
-            ssl: master.ssl.or(user.ssl).unwrap_or(self.config.default_ssl),
-        })
+        let master = MasterSecret::parse(&raw).map_err(|problem| Error::MasterSecret {
+            arn: arn.to_string(),
+            problem,
+        })?;
+        self.db.master_login(arn, user, master)
     }
 
     async fn test_secret(
@@ -322,7 +338,8 @@ where
             .read_secret(&description.arn, VersionRef::Pending(token), AWSPENDING)
             .await?;
         log.describe(&pending);
-        match self.db.session_user(&self.login(&pending)).await {
+        let login = self.db.user_login(&pending, AWSPENDING)?;
+        match self.db.session_user(&login).await {
             Ok(user) if pending.username == user.as_str() => {
                 log.outcome = "pending credentials log in";
                 Ok(())

@@ -113,6 +113,7 @@ where
 
 impl SecretStore for AwsSecretStore {
     async fn describe(&self, secret_id: &str) -> Result<SecretDescription, StoreError> {
+        crate::crash::point("before DescribeSecret");
         let out = self
             .client
             .describe_secret()
@@ -120,6 +121,7 @@ impl SecretStore for AwsSecretStore {
             .send()
             .await
             .map_err(|e| store_error("DescribeSecret", secret_id, e))?;
+        crate::crash::point("after DescribeSecret");
         let versions = out
             .version_ids_to_stages()
             .map(|map| {
@@ -140,6 +142,7 @@ impl SecretStore for AwsSecretStore {
         secret_id: &str,
         version: VersionRef<'_>,
     ) -> Result<SecretString, StoreError> {
+        crate::crash::point("before GetSecretValue");
         let request = self.client.get_secret_value().secret_id(secret_id);
         let request = match version {
             VersionRef::Stage(stage) => request.version_stage(stage),
@@ -149,6 +152,7 @@ impl SecretStore for AwsSecretStore {
             .send()
             .await
             .map_err(|e| store_error("GetSecretValue", secret_id, e))?;
+        crate::crash::point("after GetSecretValue");
         match out.secret_string {
             Some(value) => Ok(SecretString::from(value)),
             None => Err(StoreError {
@@ -167,6 +171,7 @@ impl SecretStore for AwsSecretStore {
         value: &SecretString,
         rotation_token: Option<&SecretString>,
     ) -> Result<(), StoreError> {
+        crate::crash::point("before PutSecretValue");
         self.client
             .put_secret_value()
             .secret_id(secret_id)
@@ -177,6 +182,7 @@ impl SecretStore for AwsSecretStore {
             .send()
             .await
             .map_err(|e| store_error("PutSecretValue", secret_id, e))?;
+        crate::crash::point("after PutSecretValue");
         Ok(())
     }
 
@@ -186,6 +192,7 @@ impl SecretStore for AwsSecretStore {
         token: &str,
         from_version: &str,
     ) -> Result<(), StoreError> {
+        crate::crash::point("before UpdateSecretVersionStage");
         self.client
             .update_secret_version_stage()
             .secret_id(secret_id)
@@ -195,6 +202,7 @@ impl SecretStore for AwsSecretStore {
             .send()
             .await
             .map_err(|e| store_error("UpdateSecretVersionStage", secret_id, e))?;
+        crate::crash::point("after UpdateSecretVersionStage");
         Ok(())
     }
 }

@@ -64,6 +64,7 @@ impl InProcess {
         let config = Config::from_lookup(|name| match name {
             "ROTATION_STRATEGY" => Some(strategy.as_str().to_string()),
             "SSL_CA_BUNDLE" => Some(ca.clone()),
+            "ALLOWED_DB_HOSTS" => Some(stack.host.clone()),
             _ => None,
         })
         .expect("a valid configuration");
@@ -535,13 +536,16 @@ pub async fn stored_verifiers(stack: &Stack, users: &[&str]) -> BTreeMap<String,
 }
 
 /// The function's deployment for the local stack: the strategy, the stack's CA as
-/// `SSL_CA_BUNDLE`, TLS verify-full by default, the emulator as Secrets Manager endpoint
+/// `SSL_CA_BUNDLE`, TLS verify-full by default, the stack's host as the only
+/// `ALLOWED_DB_HOSTS` (which vouches for it to the RDS-style master secrets without a host),
+/// the emulator as Secrets Manager endpoint
 /// (`AWS_ENDPOINT_URL_SECRETS_MANAGER`), region and test credentials as Lambda provides them.
 pub fn deployment(stack: &Stack, strategy: Strategy, function_name: &str) -> lambda::Deployment {
     lambda::Deployment::new(function_name)
         .env("ROTATION_STRATEGY", strategy.as_str())
         .env("SSL_CA_BUNDLE", &stack.ca_path.to_string_lossy())
         .env("DEFAULT_SSL_MODE", "verify-full")
+        .env("ALLOWED_DB_HOSTS", &stack.host)
         .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &stack.sm_endpoint)
         .env("AWS_REGION", REGION)
         .env("AWS_DEFAULT_REGION", REGION)

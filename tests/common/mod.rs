@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod driver;
+pub mod hostile;
 pub mod lambda;
 pub mod pg_log;
 pub mod sm_proxy;
@@ -37,6 +38,11 @@ pub struct Stack {
     pub pg_log: PathBuf,
     pub plain_log: PathBuf,
     pub sm_endpoint: String,
+    /// The TLS-only cluster whose certificate is self-signed (PostgreSQL's documented recipe).
+    pub selfsigned_port: u16,
+    pub selfsigned_cert: PathBuf,
+    /// Another self-signed certificate, of no server.
+    pub other_selfsigned_cert: PathBuf,
     /// The TLS mode of the logins this handle makes (verify-full; disable for
     /// [`Stack::plaintext`]).
     pub ssl: SslMode,
@@ -66,6 +72,11 @@ impl Stack {
             pg_log: var("PGROTATE_PG_LOG").into(),
             plain_log: var("PGROTATE_PG_PLAIN_LOG").into(),
             sm_endpoint: var("PGROTATE_SM_ENDPOINT"),
+            selfsigned_port: var("PGROTATE_PG_SELFSIGNED_PORT")
+                .parse()
+                .expect("PGROTATE_PG_SELFSIGNED_PORT is a port"),
+            selfsigned_cert: var("PGROTATE_PG_SELFSIGNED_CERT").into(),
+            other_selfsigned_cert: var("PGROTATE_PG_OTHER_SELFSIGNED_CERT").into(),
             ssl: SslMode::VerifyFull,
         }
     }

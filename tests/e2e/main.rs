@@ -9,6 +9,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
+mod faults;
+mod load;
 mod policy_recordings;
 mod refusals;
 mod rotations;
+mod selfsigned;
