@@ -12,6 +12,10 @@
 //!   `Lambda-Runtime-Invoked-Function-Arn`, `Lambda-Runtime-Trace-Id`;
 //! - `POST invocation/{id}/response` and `POST invocation/{id}/error`: complete an invocation;
 //! - `POST init/error`: the function could not initialise.
+//!
+//! For the benchmark, the emulator also times what Lambda reports: the init duration (process
+//! start to the first `invocation/next`) and each invocation's duration (event handed out to
+//! answer received), both taken in the emulator's own handlers.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -117,11 +121,20 @@ struct Inner {
     /// Set when the current process ended on its own (a crash, a failed start).
     exited: Option<String>,
     invocations: u64,
+    /// When the current process was started, and when it first asked for work.
+    spawned_at: Option<Instant>,
+    first_next_at: Option<Instant>,
+    /// When each running invocation's event was handed out, by request id.
+    handed_out: HashMap<String, Instant>,
+    /// The duration of every completed invocation, in order of completion.
+    durations: Vec<Duration>,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Notified when a process first asks for work.
+    ready: Notify,
     function_arn: String,
     timeout: Duration,
 }
@@ -160,6 +173,7 @@ impl Lambda {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
+            ready: Notify::new(),
             function_arn: function_arn(&deployment.function_name),
             timeout: deployment.timeout,
         });
@@ -218,6 +232,45 @@ impl Lambda {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The pid of the running function process.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|p| p.pid)
+    }
+
+    /// The current process's init duration: from its start to its first request for work
+    /// (`None` until it asked).
+    pub fn init_duration(&self) -> Option<Duration> {
+        let inner = self.shared.inner.lock().unwrap();
+        Some(inner.first_next_at?.duration_since(inner.spawned_at?))
+    }
+
+    /// Waits until the current process first asks for work; returns its init duration, or
+    /// `None` when it did not within `limit`.
+    pub async fn wait_ready(&self, limit: Duration) -> Option<Duration> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.shared.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(duration) = self.init_duration() {
+                return Some(duration);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.init_duration();
+            }
+        }
+    }
+
+    /// The durations of the completed invocations, in order (event handed out to answer).
+    pub fn durations(&self) -> Vec<Duration> {
+        self.shared.inner.lock().unwrap().durations.clone()
+    }
+
+    /// The duration of the last completed invocation.
+    pub fn last_duration(&self) -> Option<Duration> {
+        self.shared.inner.lock().unwrap().durations.last().copied()
+    }
+
     /// The body of an `init/error` call, if the function reported one.
     pub fn init_error(&self) -> Option<String> {
         self.shared.inner.lock().unwrap().init_error.clone()
@@ -261,6 +314,11 @@ impl Lambda {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        {
+            let mut inner = self.shared.inner.lock().unwrap();
+            inner.first_next_at = None;
+            inner.spawned_at = Some(Instant::now());
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary_path().display()));
@@ -425,7 +483,18 @@ fn now_ms() -> u128 {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
-    let generation = shared.inner.lock().unwrap().generation;
+    let arrived = Instant::now();
+    let (generation, first) = {
+        let mut inner = shared.inner.lock().unwrap();
+        let first = inner.first_next_at.is_none();
+        if first {
+            inner.first_next_at = Some(arrived);
+        }
+        (inner.generation, first)
+    };
+    if first {
+        shared.ready.notify_waiters();
+    }
     loop {
         let notified = shared.wake.notified();
         tokio::pin!(notified);
@@ -438,6 +507,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
             }
             if let Some(queued) = inner.queue.pop_front() {
                 inner.invocations += 1;
+                inner.handed_out.insert(queued.id.clone(), Instant::now());
                 let deadline = now_ms() + shared.timeout.as_millis();
                 let mut headers = HeaderMap::new();
                 let header = |v: &str| HeaderValue::from_str(v).expect("a valid header value");
@@ -463,7 +533,14 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 fn complete(shared: &Shared, id: &str, outcome: Outcome) -> Response {
-    let tx = shared.inner.lock().unwrap().waiting.remove(id);
+    let now = Instant::now();
+    let tx = {
+        let mut inner = shared.inner.lock().unwrap();
+        if let Some(handed_out) = inner.handed_out.remove(id) {
+            inner.durations.push(now.duration_since(handed_out));
+        }
+        inner.waiting.remove(id)
+    };
     match tx {
         Some(tx) => {
             let _ = tx.send(outcome);

@@ -6,6 +6,8 @@
 pub mod driver;
 pub mod hostile;
 pub mod lambda;
+pub mod pg_log;
+pub mod sm_proxy;
 pub mod world;
 
 use std::path::PathBuf;
@@ -41,6 +43,9 @@ pub struct Stack {
     pub selfsigned_cert: PathBuf,
     /// Another self-signed certificate, of no server.
     pub other_selfsigned_cert: PathBuf,
+    /// The TLS mode of the logins this handle makes (verify-full; disable for
+    /// [`Stack::plaintext`]).
+    pub ssl: SslMode,
 }
 
 fn var(name: &str) -> String {
@@ -72,6 +77,18 @@ impl Stack {
                 .expect("PGROTATE_PG_SELFSIGNED_PORT is a port"),
             selfsigned_cert: var("PGROTATE_PG_SELFSIGNED_CERT").into(),
             other_selfsigned_cert: var("PGROTATE_PG_OTHER_SELFSIGNED_CERT").into(),
+            ssl: SslMode::VerifyFull,
+        }
+    }
+
+    /// The same stack with the plaintext cluster as its PostgreSQL (port, log, `ssl`
+    /// disable): the same admin user and password, the same helpers.
+    pub fn plaintext(&self) -> Stack {
+        Stack {
+            port: self.plain_port,
+            pg_log: self.plain_log.clone(),
+            ssl: SslMode::Disable,
+            ..self.clone()
         }
     }
 
@@ -119,7 +136,7 @@ impl Stack {
             dbname: dbname.to_string(),
             username: pgrotate::secret::RoleName::parse(user).expect("a valid role name"),
             password: SecretString::from(password.to_string()),
-            ssl: SslMode::VerifyFull,
+            ssl: self.ssl,
         }
     }
 
