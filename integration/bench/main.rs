@@ -335,19 +335,24 @@ impl Bench {
     }
 
     /// The function as deployed for the benchmark: production log level (INFO), Secrets
-    /// Manager at `endpoint` (the emulator, or the counting proxy).
-    fn deployment(&self, strategy: Strategy, endpoint: &str) -> Deployment {
+    /// Manager at `endpoint` (the emulator, or the counting proxy), and for a plaintext
+    /// database `DEFAULT_SSL_MODE=disable` (the master login is never less protected than the
+    /// deployment's default).
+    fn deployment(&self, strategy: Strategy, tls: bool, endpoint: &str) -> Deployment {
         let mut d = deployment(&self.stack, strategy, FUNCTION)
             .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
             .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint);
+        if !tls {
+            d = d.env("DEFAULT_SSL_MODE", "disable");
+        }
         for (k, v) in &self.function_env {
             d = d.env(k, v);
         }
         d
     }
 
-    async fn lambda(&self, strategy: Strategy, endpoint: &str) -> Lambda {
-        let lambda = Lambda::start(self.deployment(strategy, endpoint)).await;
+    async fn lambda(&self, strategy: Strategy, tls: bool, endpoint: &str) -> Lambda {
+        let lambda = Lambda::start(self.deployment(strategy, tls, endpoint)).await;
         lambda
             .wait_ready(Duration::from_secs(30))
             .await
@@ -432,7 +437,7 @@ async fn cold_start(bench: &Bench, o: &Options) -> Cold {
         first_set_secret: Series::new(),
         first_rotation: Series::new(),
     };
-    let deployment = bench.deployment(Strategy::SingleUser, &bench.stack.sm_endpoint);
+    let deployment = bench.deployment(Strategy::SingleUser, true, &bench.stack.sm_endpoint);
     for _ in 0..o.starts {
         let mut lambda = Lambda::start(deployment.clone()).await;
         let init = lambda
@@ -467,7 +472,7 @@ async fn warm(bench: &Bench, o: &Options) -> Warm {
     let mut live = Vec::new();
     for (strategy, tls) in CONFIGS {
         let (arn, _) = bench.user_secret(bench.target(tls), strategy).await;
-        let lambda = bench.lambda(strategy, &bench.stack.sm_endpoint).await;
+        let lambda = bench.lambda(strategy, tls, &bench.stack.sm_endpoint).await;
         // Two warm-up rotations: the first one in a process pays for the first TLS
         // configuration and the first connections to the emulator.
         for _ in 0..2 {
@@ -564,7 +569,7 @@ async fn counts(bench: &Bench, o: &Options) -> Counts {
     for (strategy, tls) in CONFIGS {
         let target = bench.target(tls);
         let (arn, _) = bench.user_secret(target, strategy).await;
-        let mut lambda = bench.lambda(strategy, &proxy.endpoint()).await;
+        let mut lambda = bench.lambda(strategy, tls, &proxy.endpoint()).await;
         let mut seen: Option<Vec<StepCounts>> = None;
         for _ in 0..o.count_rotations {
             let token = bench.driver.start_rotation(&arn).await;
@@ -803,7 +808,7 @@ async fn growth(bench: &Bench, o: &Options) -> Vec<GrowthCase> {
     );
     let target = &bench.tls;
     let lambda = bench
-        .lambda(Strategy::AlternatingUsers, &bench.stack.sm_endpoint)
+        .lambda(Strategy::AlternatingUsers, true, &bench.stack.sm_endpoint)
         .await;
     let mut out = Vec::new();
     let mut cleanup = Vec::new();
@@ -933,7 +938,7 @@ async fn throughput(bench: Arc<Bench>, o: &Options) -> Vec<Throughput> {
         for _ in 0..processes {
             let (arn, _) = bench.user_secret(&bench.tls, Strategy::SingleUser).await;
             let lambda = bench
-                .lambda(Strategy::SingleUser, &bench.stack.sm_endpoint)
+                .lambda(Strategy::SingleUser, true, &bench.stack.sm_endpoint)
                 .await;
             bench.rotation(&lambda, &arn).await;
             fleet.push((Arc::new(lambda), arn));
