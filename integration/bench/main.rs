@@ -267,6 +267,23 @@ fn cpu_ms(pid: u32) -> Option<f64> {
     Some(ticks as f64 * 1000.0 / hz)
 }
 
+/// Time the threads of a process have spent waiting for a CPU while runnable (the run-queue
+/// wait of `/proc/<pid>/task/*/schedstat`), in milliseconds: on a shared machine, the part of
+/// a rotation spent queueing behind other processes.
+fn runqueue_wait_ms(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total_ns = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total_ns += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total_ns as f64 / 1e6)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -462,6 +479,7 @@ struct Warm {
     /// RssAnon and RssFile at the end.
     rss_split_kib: BTreeMap<String, (u64, u64)>,
     cpu_ms_per_rotation: BTreeMap<String, f64>,
+    wait_ms_per_rotation: BTreeMap<String, f64>,
 }
 
 async fn warm(bench: &Bench, o: &Options) -> Warm {
@@ -478,7 +496,11 @@ async fn warm(bench: &Bench, o: &Options) -> Warm {
         for _ in 0..2 {
             bench.rotation(&lambda, &arn).await;
         }
-        let cpu0 = cpu_ms(lambda.pid().unwrap()).unwrap_or(0.0);
+        let pid = lambda.pid().unwrap();
+        let cpu0 = (
+            cpu_ms(pid).unwrap_or(0.0),
+            runqueue_wait_ms(pid).unwrap_or(0.0),
+        );
         live.push((
             config_name(strategy, tls),
             arn,
@@ -500,14 +522,19 @@ async fn warm(bench: &Bench, o: &Options) -> Warm {
         peak_rss_kib: BTreeMap::new(),
         rss_split_kib: BTreeMap::new(),
         cpu_ms_per_rotation: BTreeMap::new(),
+        wait_ms_per_rotation: BTreeMap::new(),
     };
-    for (name, _, mut lambda, series, cpu0) in live {
+    for (name, _, mut lambda, series, (cpu0, wait0)) in live {
         let pid = lambda.pid().unwrap();
         if let Some(kib) = status_kib(pid, "VmHWM") {
             warm.peak_rss_kib.insert(name.clone(), kib);
         }
         if let (Some(anon), Some(file)) = (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile")) {
             warm.rss_split_kib.insert(name.clone(), (anon, file));
+        }
+        if let Some(wait) = runqueue_wait_ms(pid) {
+            warm.wait_ms_per_rotation
+                .insert(name.clone(), (wait - wait0) / o.rotations as f64);
         }
         if let Some(cpu) = cpu_ms(pid) {
             warm.cpu_ms_per_rotation
@@ -1170,6 +1197,11 @@ async fn main() -> ExitCode {
             println!("    {:<24} {}", "rotation", series.rotation.cell());
             let mut v = series.json();
             v["peak_rss_kib"] = json!(warm.peak_rss_kib.get(name));
+            v["runqueue_wait_ms_per_rotation"] = json!(
+                warm.wait_ms_per_rotation
+                    .get(name)
+                    .map(|c| (c * 100.0).round() / 100.0)
+            );
             v["cpu_ms_per_rotation"] = json!(
                 warm.cpu_ms_per_rotation
                     .get(name)
@@ -1228,11 +1260,15 @@ async fn main() -> ExitCode {
         for (name, kib) in &warm.peak_rss_kib {
             let (anon, file) = warm.rss_split_kib.get(name).copied().unwrap_or_default();
             println!(
-                "  {name:<28} peak {:.2} MiB (at the end: heap/stacks {:.2} MiB + mapped binary and libraries {:.2} MiB), CPU {:.1} ms/rotation",
+                "  {name:<28} peak {:.2} MiB (at the end: heap/stacks {:.2} MiB + mapped binary and libraries {:.2} MiB), CPU {:.1} ms/rotation, run-queue wait {:.1} ms/rotation",
                 *kib as f64 / 1024.0,
                 anon as f64 / 1024.0,
                 file as f64 / 1024.0,
                 warm.cpu_ms_per_rotation
+                    .get(name)
+                    .copied()
+                    .unwrap_or(f64::NAN),
+                warm.wait_ms_per_rotation
                     .get(name)
                     .copied()
                     .unwrap_or(f64::NAN)
@@ -1368,8 +1404,13 @@ async fn main() -> ExitCode {
                     .get(&name)
                     .copied()
                     .unwrap_or(f64::NAN);
+                let wait = warm
+                    .wait_ms_per_rotation
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(f64::NAN);
                 println!(
-                    "    {name:<28} floor {f:5.1} ms, measured {m:5.1} ms: {:+.1} ms above ({:.2}×); function CPU {cpu:.1} ms/rotation",
+                    "    {name:<28} floor {f:5.1} ms, measured {m:5.1} ms: {:+.1} ms above ({:.2}×); of it, function CPU {cpu:.1} ms and waiting for a core {wait:.1} ms (means)",
                     m - f,
                     m / f
                 );
@@ -1377,7 +1418,8 @@ async fn main() -> ExitCode {
                     name,
                     json!({"floor_ms": (f * 10.0).round() / 10.0, "median_ms": (m * 10.0).round() / 10.0,
                            "above_ms": ((m - f) * 10.0).round() / 10.0, "ratio": ((m / f) * 100.0).round() / 100.0,
-                           "function_cpu_ms": (cpu * 10.0).round() / 10.0}),
+                           "function_cpu_ms": (cpu * 10.0).round() / 10.0,
+                           "function_runqueue_wait_ms": (wait * 10.0).round() / 10.0}),
                 );
             }
             section["rotation_vs_floor"] = Value::Object(above);
