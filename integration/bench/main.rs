@@ -640,6 +640,9 @@ struct Floor {
     sm: BTreeMap<String, Series>,
     connect_plain: Series,
     connect_tls: Series,
+    /// The same login plus one statement (`SELECT session_user`), over plaintext: the
+    /// difference of the medians is one statement's round trip.
+    connect_query_plain: Series,
 }
 
 async fn floor(bench: &Bench, o: &Options) -> Floor {
@@ -698,6 +701,7 @@ async fn floor(bench: &Bench, o: &Options) -> Floor {
     let login_plain = bench.plain.stack.login(&bench.plain.db, &user, &password);
     let mut connect_tls = Series::new();
     let mut connect_plain = Series::new();
+    let mut connect_query_plain = Series::new();
     for _ in 0..2 {
         assert!(pg.can_log_in(&login_tls).await.unwrap());
         assert!(pg.can_log_in(&login_plain).await.unwrap());
@@ -709,15 +713,24 @@ async fn floor(bench: &Bench, o: &Options) -> Floor {
         let t = Instant::now();
         assert!(pg.can_log_in(&login_plain).await.unwrap());
         connect_plain.push(ms(t.elapsed()));
+        let t = Instant::now();
+        pg.session_user(&login_plain).await.unwrap();
+        connect_query_plain.push(ms(t.elapsed()));
     }
     Floor {
         sm,
         connect_plain,
         connect_tls,
+        connect_query_plain,
     }
 }
 
 impl Floor {
+    /// One statement's round trip on an open connection (medians' difference, at least 0).
+    fn statement_ms(&self) -> f64 {
+        (self.connect_query_plain.median() - self.connect_plain.median()).max(0.0)
+    }
+
     fn op_median(&self, op: &str) -> f64 {
         self.sm.get(op).map(Series::median).unwrap_or(f64::NAN)
     }
@@ -1378,12 +1391,18 @@ async fn main() -> ExitCode {
             "  PostgreSQL connect+auth, TLS verify-full          {}",
             floor.connect_tls.cell()
         );
+        println!(
+            "  PostgreSQL one statement's round trip (login + SELECT session_user, less the login): {:.2} ms",
+            floor.statement_ms()
+        );
         let connect_ratio = floor.connect_tls.median() / floor.connect_plain.median();
         println!("  TLS / plaintext connect (medians)                 {connect_ratio:.2}");
         let mut section = json!({
             "secrets_manager_ms": sm,
             "pg_connect_plaintext_ms": floor.connect_plain.json(),
             "pg_connect_tls_ms": floor.connect_tls.json(),
+            "pg_connect_and_one_statement_plaintext_ms": floor.connect_query_plain.json(),
+            "pg_statement_round_trip_ms": (floor.statement_ms() * 100.0).round() / 100.0,
             "tls_over_plaintext_connect": (connect_ratio * 100.0).round() / 100.0,
         });
         if let (Some(warm), Some(counts)) = (&warm, &counts) {
@@ -1409,14 +1428,21 @@ async fn main() -> ExitCode {
                     .get(&name)
                     .copied()
                     .unwrap_or(f64::NAN);
+                let statements: usize = counts.per_config[&name]
+                    .iter()
+                    .map(|s| s.pg_statements)
+                    .sum();
+                let with_statements = f + statements as f64 * floor.statement_ms();
                 println!(
-                    "    {name:<28} floor {f:5.1} ms, measured {m:5.1} ms: {:+.1} ms above ({:.2}×); of it, function CPU {cpu:.1} ms and waiting for a core {wait:.1} ms (means)",
+                    "    {name:<28} floor {f:5.1} ms ({with_statements:.1} with its {statements} statements' round trips), measured {m:5.1} ms: {:+.1} ms above ({:.2}×); of it, function CPU {cpu:.1} ms and waiting for a core {wait:.1} ms (means)",
                     m - f,
                     m / f
                 );
                 above.insert(
                     name,
-                    json!({"floor_ms": (f * 10.0).round() / 10.0, "median_ms": (m * 10.0).round() / 10.0,
+                    json!({"floor_ms": (f * 10.0).round() / 10.0,
+                           "floor_with_statements_ms": (with_statements * 10.0).round() / 10.0,
+                           "median_ms": (m * 10.0).round() / 10.0,
                            "above_ms": ((m - f) * 10.0).round() / 10.0, "ratio": ((m / f) * 100.0).round() / 100.0,
                            "function_cpu_ms": (cpu * 10.0).round() / 10.0,
                            "function_runqueue_wait_ms": (wait * 10.0).round() / 10.0}),
