@@ -267,6 +267,23 @@ fn cpu_ms(pid: u32) -> Option<f64> {
     Some(ticks as f64 * 1000.0 / hz)
 }
 
+/// Time the threads of a process have spent waiting for a CPU while runnable (the run-queue
+/// wait of `/proc/<pid>/task/*/schedstat`), in milliseconds: on a shared machine, the part of
+/// a rotation spent queueing behind other processes.
+fn runqueue_wait_ms(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total_ns = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total_ns += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total_ns as f64 / 1e6)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -335,19 +352,24 @@ impl Bench {
     }
 
     /// The function as deployed for the benchmark: production log level (INFO), Secrets
-    /// Manager at `endpoint` (the emulator, or the counting proxy).
-    fn deployment(&self, strategy: Strategy, endpoint: &str) -> Deployment {
+    /// Manager at `endpoint` (the emulator, or the counting proxy), and for a plaintext
+    /// database `DEFAULT_SSL_MODE=disable` (the master login is never less protected than the
+    /// deployment's default).
+    fn deployment(&self, strategy: Strategy, tls: bool, endpoint: &str) -> Deployment {
         let mut d = deployment(&self.stack, strategy, FUNCTION)
             .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
             .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint);
+        if !tls {
+            d = d.env("DEFAULT_SSL_MODE", "disable");
+        }
         for (k, v) in &self.function_env {
             d = d.env(k, v);
         }
         d
     }
 
-    async fn lambda(&self, strategy: Strategy, endpoint: &str) -> Lambda {
-        let lambda = Lambda::start(self.deployment(strategy, endpoint)).await;
+    async fn lambda(&self, strategy: Strategy, tls: bool, endpoint: &str) -> Lambda {
+        let lambda = Lambda::start(self.deployment(strategy, tls, endpoint)).await;
         lambda
             .wait_ready(Duration::from_secs(30))
             .await
@@ -432,7 +454,7 @@ async fn cold_start(bench: &Bench, o: &Options) -> Cold {
         first_set_secret: Series::new(),
         first_rotation: Series::new(),
     };
-    let deployment = bench.deployment(Strategy::SingleUser, &bench.stack.sm_endpoint);
+    let deployment = bench.deployment(Strategy::SingleUser, true, &bench.stack.sm_endpoint);
     for _ in 0..o.starts {
         let mut lambda = Lambda::start(deployment.clone()).await;
         let init = lambda
@@ -457,6 +479,7 @@ struct Warm {
     /// RssAnon and RssFile at the end.
     rss_split_kib: BTreeMap<String, (u64, u64)>,
     cpu_ms_per_rotation: BTreeMap<String, f64>,
+    wait_ms_per_rotation: BTreeMap<String, f64>,
 }
 
 async fn warm(bench: &Bench, o: &Options) -> Warm {
@@ -467,13 +490,17 @@ async fn warm(bench: &Bench, o: &Options) -> Warm {
     let mut live = Vec::new();
     for (strategy, tls) in CONFIGS {
         let (arn, _) = bench.user_secret(bench.target(tls), strategy).await;
-        let lambda = bench.lambda(strategy, &bench.stack.sm_endpoint).await;
+        let lambda = bench.lambda(strategy, tls, &bench.stack.sm_endpoint).await;
         // Two warm-up rotations: the first one in a process pays for the first TLS
         // configuration and the first connections to the emulator.
         for _ in 0..2 {
             bench.rotation(&lambda, &arn).await;
         }
-        let cpu0 = cpu_ms(lambda.pid().unwrap()).unwrap_or(0.0);
+        let pid = lambda.pid().unwrap();
+        let cpu0 = (
+            cpu_ms(pid).unwrap_or(0.0),
+            runqueue_wait_ms(pid).unwrap_or(0.0),
+        );
         live.push((
             config_name(strategy, tls),
             arn,
@@ -495,14 +522,19 @@ async fn warm(bench: &Bench, o: &Options) -> Warm {
         peak_rss_kib: BTreeMap::new(),
         rss_split_kib: BTreeMap::new(),
         cpu_ms_per_rotation: BTreeMap::new(),
+        wait_ms_per_rotation: BTreeMap::new(),
     };
-    for (name, _, mut lambda, series, cpu0) in live {
+    for (name, _, mut lambda, series, (cpu0, wait0)) in live {
         let pid = lambda.pid().unwrap();
         if let Some(kib) = status_kib(pid, "VmHWM") {
             warm.peak_rss_kib.insert(name.clone(), kib);
         }
         if let (Some(anon), Some(file)) = (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile")) {
             warm.rss_split_kib.insert(name.clone(), (anon, file));
+        }
+        if let Some(wait) = runqueue_wait_ms(pid) {
+            warm.wait_ms_per_rotation
+                .insert(name.clone(), (wait - wait0) / o.rotations as f64);
         }
         if let Some(cpu) = cpu_ms(pid) {
             warm.cpu_ms_per_rotation
@@ -564,7 +596,7 @@ async fn counts(bench: &Bench, o: &Options) -> Counts {
     for (strategy, tls) in CONFIGS {
         let target = bench.target(tls);
         let (arn, _) = bench.user_secret(target, strategy).await;
-        let mut lambda = bench.lambda(strategy, &proxy.endpoint()).await;
+        let mut lambda = bench.lambda(strategy, tls, &proxy.endpoint()).await;
         let mut seen: Option<Vec<StepCounts>> = None;
         for _ in 0..o.count_rotations {
             let token = bench.driver.start_rotation(&arn).await;
@@ -608,6 +640,9 @@ struct Floor {
     sm: BTreeMap<String, Series>,
     connect_plain: Series,
     connect_tls: Series,
+    /// The same login plus one statement (`SELECT session_user`), over plaintext: the
+    /// difference of the medians is one statement's round trip.
+    connect_query_plain: Series,
 }
 
 async fn floor(bench: &Bench, o: &Options) -> Floor {
@@ -666,6 +701,7 @@ async fn floor(bench: &Bench, o: &Options) -> Floor {
     let login_plain = bench.plain.stack.login(&bench.plain.db, &user, &password);
     let mut connect_tls = Series::new();
     let mut connect_plain = Series::new();
+    let mut connect_query_plain = Series::new();
     for _ in 0..2 {
         assert!(pg.can_log_in(&login_tls).await.unwrap());
         assert!(pg.can_log_in(&login_plain).await.unwrap());
@@ -677,15 +713,24 @@ async fn floor(bench: &Bench, o: &Options) -> Floor {
         let t = Instant::now();
         assert!(pg.can_log_in(&login_plain).await.unwrap());
         connect_plain.push(ms(t.elapsed()));
+        let t = Instant::now();
+        pg.session_user(&login_plain).await.unwrap();
+        connect_query_plain.push(ms(t.elapsed()));
     }
     Floor {
         sm,
         connect_plain,
         connect_tls,
+        connect_query_plain,
     }
 }
 
 impl Floor {
+    /// One statement's round trip on an open connection (medians' difference, at least 0).
+    fn statement_ms(&self) -> f64 {
+        (self.connect_query_plain.median() - self.connect_plain.median()).max(0.0)
+    }
+
     fn op_median(&self, op: &str) -> f64 {
         self.sm.get(op).map(Series::median).unwrap_or(f64::NAN)
     }
@@ -803,7 +848,7 @@ async fn growth(bench: &Bench, o: &Options) -> Vec<GrowthCase> {
     );
     let target = &bench.tls;
     let lambda = bench
-        .lambda(Strategy::AlternatingUsers, &bench.stack.sm_endpoint)
+        .lambda(Strategy::AlternatingUsers, true, &bench.stack.sm_endpoint)
         .await;
     let mut out = Vec::new();
     let mut cleanup = Vec::new();
@@ -933,7 +978,7 @@ async fn throughput(bench: Arc<Bench>, o: &Options) -> Vec<Throughput> {
         for _ in 0..processes {
             let (arn, _) = bench.user_secret(&bench.tls, Strategy::SingleUser).await;
             let lambda = bench
-                .lambda(Strategy::SingleUser, &bench.stack.sm_endpoint)
+                .lambda(Strategy::SingleUser, true, &bench.stack.sm_endpoint)
                 .await;
             bench.rotation(&lambda, &arn).await;
             fleet.push((Arc::new(lambda), arn));
@@ -1165,6 +1210,11 @@ async fn main() -> ExitCode {
             println!("    {:<24} {}", "rotation", series.rotation.cell());
             let mut v = series.json();
             v["peak_rss_kib"] = json!(warm.peak_rss_kib.get(name));
+            v["runqueue_wait_ms_per_rotation"] = json!(
+                warm.wait_ms_per_rotation
+                    .get(name)
+                    .map(|c| (c * 100.0).round() / 100.0)
+            );
             v["cpu_ms_per_rotation"] = json!(
                 warm.cpu_ms_per_rotation
                     .get(name)
@@ -1223,11 +1273,15 @@ async fn main() -> ExitCode {
         for (name, kib) in &warm.peak_rss_kib {
             let (anon, file) = warm.rss_split_kib.get(name).copied().unwrap_or_default();
             println!(
-                "  {name:<28} peak {:.2} MiB (at the end: heap/stacks {:.2} MiB + mapped binary and libraries {:.2} MiB), CPU {:.1} ms/rotation",
+                "  {name:<28} peak {:.2} MiB (at the end: heap/stacks {:.2} MiB + mapped binary and libraries {:.2} MiB), CPU {:.1} ms/rotation, run-queue wait {:.1} ms/rotation",
                 *kib as f64 / 1024.0,
                 anon as f64 / 1024.0,
                 file as f64 / 1024.0,
                 warm.cpu_ms_per_rotation
+                    .get(name)
+                    .copied()
+                    .unwrap_or(f64::NAN),
+                warm.wait_ms_per_rotation
                     .get(name)
                     .copied()
                     .unwrap_or(f64::NAN)
@@ -1337,12 +1391,18 @@ async fn main() -> ExitCode {
             "  PostgreSQL connect+auth, TLS verify-full          {}",
             floor.connect_tls.cell()
         );
+        println!(
+            "  PostgreSQL one statement's round trip (login + SELECT session_user, less the login): {:.2} ms",
+            floor.statement_ms()
+        );
         let connect_ratio = floor.connect_tls.median() / floor.connect_plain.median();
         println!("  TLS / plaintext connect (medians)                 {connect_ratio:.2}");
         let mut section = json!({
             "secrets_manager_ms": sm,
             "pg_connect_plaintext_ms": floor.connect_plain.json(),
             "pg_connect_tls_ms": floor.connect_tls.json(),
+            "pg_connect_and_one_statement_plaintext_ms": floor.connect_query_plain.json(),
+            "pg_statement_round_trip_ms": (floor.statement_ms() * 100.0).round() / 100.0,
             "tls_over_plaintext_connect": (connect_ratio * 100.0).round() / 100.0,
         });
         if let (Some(warm), Some(counts)) = (&warm, &counts) {
@@ -1363,16 +1423,29 @@ async fn main() -> ExitCode {
                     .get(&name)
                     .copied()
                     .unwrap_or(f64::NAN);
+                let wait = warm
+                    .wait_ms_per_rotation
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                let statements: usize = counts.per_config[&name]
+                    .iter()
+                    .map(|s| s.pg_statements)
+                    .sum();
+                let with_statements = f + statements as f64 * floor.statement_ms();
                 println!(
-                    "    {name:<28} floor {f:5.1} ms, measured {m:5.1} ms: {:+.1} ms above ({:.2}×); function CPU {cpu:.1} ms/rotation",
+                    "    {name:<28} floor {f:5.1} ms ({with_statements:.1} with its {statements} statements' round trips), measured {m:5.1} ms: {:+.1} ms above ({:.2}×); of it, function CPU {cpu:.1} ms and waiting for a core {wait:.1} ms (means)",
                     m - f,
                     m / f
                 );
                 above.insert(
                     name,
-                    json!({"floor_ms": (f * 10.0).round() / 10.0, "median_ms": (m * 10.0).round() / 10.0,
+                    json!({"floor_ms": (f * 10.0).round() / 10.0,
+                           "floor_with_statements_ms": (with_statements * 10.0).round() / 10.0,
+                           "median_ms": (m * 10.0).round() / 10.0,
                            "above_ms": ((m - f) * 10.0).round() / 10.0, "ratio": ((m / f) * 100.0).round() / 100.0,
-                           "function_cpu_ms": (cpu * 10.0).round() / 10.0}),
+                           "function_cpu_ms": (cpu * 10.0).round() / 10.0,
+                           "function_runqueue_wait_ms": (wait * 10.0).round() / 10.0}),
                 );
             }
             section["rotation_vs_floor"] = Value::Object(above);
