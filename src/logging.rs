@@ -2,9 +2,10 @@
 //! `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`, and dependencies capped at INFO because their
 //! DEBUG/TRACE output carries raw events and responses (RotationToken, secret values).
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The level asked for: `AWS_LAMBDA_LOG_LEVEL` first, then `RUST_LOG` (a level, or a
 /// `pgrotate=<level>` directive in it), else INFO.
@@ -32,9 +33,11 @@ pub fn level_from(lookup: impl Fn(&str) -> Option<String>) -> LevelFilter {
 }
 
 /// `pgrotate` at `level`, everything else at `level` but never more verbose than INFO.
-pub fn filter(level: LevelFilter) -> EnvFilter {
-    let others = level.min(LevelFilter::INFO);
-    EnvFilter::new(format!("{others},pgrotate={level}"))
+/// (A static target filter, not `EnvFilter`: that one brings a regex engine into the binary.)
+pub fn filter(level: LevelFilter) -> Targets {
+    Targets::new()
+        .with_default(level.min(LevelFilter::INFO))
+        .with_target("pgrotate", level)
 }
 
 /// Installs the global subscriber writing to `writer`.
@@ -42,19 +45,17 @@ pub fn init_with<W>(level: LevelFilter, json: bool, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(level))
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false)
         .with_target(true);
+    let registry = tracing_subscriber::registry().with(filter(level));
     let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(layer.json().flatten_event(true).with_current_span(false))
             .try_init()
     } else {
-        builder.without_time().try_init()
+        registry.with(layer.without_time()).try_init()
     };
     // A second initialisation (tests) keeps the first subscriber.
     let _ = result;
