@@ -69,24 +69,34 @@ bg_start() {
     local name="$1" log="$2"
     shift 2
     say "$name (in the background, output shown when it ends)"
+    rm -f "$log.end"
     set -m
-    "$@" >"$log" 2>&1 &
+    # The subshell notes when the command ended, for the summary's duration.
+    (
+        rc=0
+        "$@" || rc=$?
+        date +%s >"$log.end"
+        exit "$rc"
+    ) >"$log" 2>&1 &
     BG_PID=$!
     set +m
     BG_PIDS+=("$BG_PID")
 }
 
 # bg_wait NAME LOG PID START: waits for a background step, prints its output, records
-# PASS/FAIL like step does.
+# PASS/FAIL like step does (START: its start in seconds since the epoch).
 bg_wait() {
-    local name="$1" log="$2" pid="$3" start="$4" rc=0
+    local name="$1" log="$2" pid="$3" start="$4" rc=0 end took BG_WAIT_FROM
+    BG_WAIT_FROM=$SECONDS
     wait "$pid" || rc=$?
     say "$name (ended)"
     cat "$log" >&2
+    end="$(cat "$log.end" 2>/dev/null || date +%s)"
+    took="$((end - start))s, in the background; waited for $((SECONDS - BG_WAIT_FROM))s"
     if [ "$rc" -eq 0 ]; then
-        RESULTS+=("PASS  $name ($((SECONDS - start))s, in the background)")
+        RESULTS+=("PASS  $name ($took)")
     else
-        RESULTS+=("FAIL  $name (exit $rc, $((SECONDS - start))s, in the background)")
+        RESULTS+=("FAIL  $name (exit $rc, $took)")
         FAILED=1
     fi
     return "$rc"
@@ -131,7 +141,7 @@ if [ -n "$PG_MATRIX" ]; then
 fi
 mkdir -p "$REPO/target"
 DEPS_LOG="$REPO/target/install-deps.log"
-DEPS_START=$SECONDS
+DEPS_START=$(date +%s)
 bg_start "integration/install-deps.sh" "$DEPS_LOG" bash "$HERE/install-deps.sh"
 DEPS_PID=$BG_PID
 
@@ -186,7 +196,7 @@ fi
 SAM_PID=""
 if [ "$#" -eq 0 ] && [ -f "$HERE/policy/sam-build.sh" ]; then
     SAM_LOG="$REPO/target/sam-build.log"
-    SAM_START=$SECONDS
+    SAM_START=$(date +%s)
     bg_start "integration/policy/sam-build.sh (sam build)" "$SAM_LOG" \
         nice -n 19 bash "$HERE/policy/sam-build.sh"
     SAM_PID=$BG_PID
@@ -215,7 +225,7 @@ in_stack() {
     local dir="$1"
     shift
     # shellcheck source=/dev/null
-    (source "$dir/env" && exec "$@")
+    (source "$dir/env" && "$@")
 }
 # run_test_exe TARGET [FILTER...]: runs the built test binary of tests/TARGET (as cargo test
 # would: from the repository's root).
