@@ -17,7 +17,7 @@
 #              event for each rotated secret and no other, the alarm reads a metric the
 #              function's EMF records carry (integration/policy/alarm_check.py)
 #   rust       the Rust renderer behind `pgrotatectl policy` (src/policy.rs, run through
-#              `cargo run --release --example policy-render`) gives the same trust, role,
+#              `pgrotatectl --json policy` with the case's flags) gives the same trust, role,
 #              resource and key policies as the template for every rendered config, for extra
 #              parameter sets (several secrets, other partitions and regions) and refuses the
 #              same parameter sets; the fixtures of tests/policy.rs are still what the template
@@ -39,6 +39,7 @@
 #                        <name>.moto.jsonl + <name>.meta.json, see integration/policy/recording.py) or
 #                        directories of such sets. Evaluated in addition to the fixture.
 #   PGROTATE_SAM_BUILD   1 to also run `sam build` (x86_64 here, see integration/policy/sam-build.sh)
+#   PGROTATECTL          the pgrotatectl binary to compare (default: a release build made now)
 #
 # Exit status: 0 when every step passed. The last line reads "policy-proof: N of M checks passed"
 # (not the "N passed, N failed" form, which CI would read as the test count).
@@ -180,8 +181,9 @@ step "snapshot recording sets" snapshot_sets
 
 step "render recorded configs" "$PY" -m policy.render --recordings "${recording_sets[@]}" --out "$OUT"
 
-# The Rust renderer (`pgrotatectl policy`) equals the template over every config just rendered.
-step "Rust renderer equals the template" \
+# `pgrotatectl policy` prints the template's documents for every config just rendered (the
+# binary PGROTATECTL names, as test.sh passes the one its tests ran; else a release build).
+step "pgrotatectl policy equals the template" \
     "$PY" -m policy.compare_rust "$OUT" --fixtures "$REPO/tests/fixtures/policy"
 
 checkov_resolved() {

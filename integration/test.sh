@@ -209,10 +209,11 @@ if [ -f "$HERE/policy-proof.sh" ]; then
     if [ "$#" -eq 0 ]; then
         # A full run proves the policy against the requests the real binary made (sam build
         # runs in the background, above).
-        PGROTATE_RECORDINGS="target/recordings/e2e" \
+        PGROTATE_RECORDINGS="target/recordings/e2e" PGROTATECTL="$REPO/target/release/pgrotatectl" \
             step "integration/policy-proof.sh" bash "$HERE/policy-proof.sh"
     else
-        step "integration/policy-proof.sh (fixture only: cargo test was filtered)" \
+        PGROTATECTL="$REPO/target/release/pgrotatectl" \
+            step "integration/policy-proof.sh (fixture only: cargo test was filtered)" \
             bash "$HERE/policy-proof.sh"
     fi
 fi

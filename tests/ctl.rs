@@ -29,7 +29,26 @@ fn every_command_has_help() {
     for (command, words) in [
         (
             vec!["--help"],
-            vec!["preflight", "status", "resume", "rotate", "--json"],
+            vec![
+                "preflight",
+                "status",
+                "resume",
+                "rotate",
+                "policy",
+                "--json",
+            ],
+        ),
+        (
+            vec!["policy", "--help"],
+            vec![
+                "--secret-arn",
+                "--master-secret-arn",
+                "--kms-key-arn",
+                "--vpc",
+                "--function-name",
+                "--region",
+                "--account",
+            ],
         ),
         (
             vec!["preflight", "--help"],

@@ -1,11 +1,13 @@
 //! `pgrotate::policy::render` gives, for representative parameter sets, exactly the documents
 //! template.yaml renders (tests/fixtures/policy/, written by integration/policy/compare_rust.py
 //! from the template; the policy proof checks every configuration of the matrix the same way
-//! and that these fixtures are still what the template renders).
+//! and that these fixtures are still what the template renders), and `pgrotatectl policy`
+//! prints them for the same parameters given as flags.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use pgrotate::policy::{PolicyParams, render};
 use serde_json::Value;
@@ -109,4 +111,90 @@ fn without_a_role_name_the_key_policy_principal_is_function_name_role() {
         rendered.role_policy["Statement"][1]["Condition"]["StringEquals"]["kms:ViaService"],
         "secretsmanager.eu-west-1.amazonaws.com"
     );
+}
+
+/// `pgrotatectl policy`'s flags for a fixture's parameters (`PolicyParams` read from JSON
+/// uses the flag names).
+fn flags(params: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, value) in params.as_object().unwrap() {
+        match value {
+            Value::Bool(true) => out.push(format!("--{name}")),
+            Value::Bool(false) | Value::Null => {}
+            Value::String(s) => out.push(format!("--{name}={s}")),
+            Value::Array(items) => {
+                for item in items {
+                    out.push(format!("--{name}={}", item.as_str().unwrap()));
+                }
+            }
+            other => panic!("{name}: unexpected {other}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn pgrotatectl_policy_prints_the_templates_documents_for_the_same_flags() {
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let params: Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("params.json")).unwrap()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pgrotatectl"))
+            .args(["--json", "policy"])
+            .args(flags(&params))
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for document in DOCUMENTS {
+            let expected = fs::read_to_string(dir.join(format!("{document}.json"))).ok();
+            let have = match &printed[document] {
+                Value::Null => None,
+                doc => Some(text(doc)),
+            };
+            assert_eq!(have, expected, "{name}: {document}");
+        }
+        // The text output carries the same documents under headings.
+        let out = Command::new(env!("CARGO_BIN_EXE_pgrotatectl"))
+            .arg("policy")
+            .args(flags(&params))
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        let text_out = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text_out.contains("# Execution role: inline policy"),
+            "{text_out}"
+        );
+        assert!(
+            text_out.contains(&serde_json::to_string_pretty(&printed["role-policy"]).unwrap()),
+            "{name}: the text output lacks the role policy"
+        );
+    }
+}
+
+#[test]
+fn pgrotatectl_policy_refuses_bad_parameters_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgrotatectl"))
+        .args([
+            "policy",
+            "--secret-arn",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/x",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--secret-arn (SecretArns)"), "{err}");
+    assert!(err.contains("fix the flag"), "{err}");
+    // Without a secret, clap's usage error (status 2).
+    let out = Command::new(env!("CARGO_BIN_EXE_pgrotatectl"))
+        .arg("policy")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

@@ -15,9 +15,11 @@ Cases, all rendered from template.yaml by policy.cfn (the Python renderer):
   - the parameter sets selftest.py has CloudFormation accept or refuse, and a few more: the
     Rust renderer must accept and refuse the same ones (those refused for a parameter it does
     not take, AllowedDbHosts for example, are listed as skipped).
-The Rust side is `cargo run --release --example policy-render` (integration/policy-render.rs),
-run once over all cases. Documents are compared as JSON text with the key order kept, so the
-CLI prints what the template deploys, byte for byte.
+The Rust side is `pgrotatectl --json policy` itself, run once per case with the case's
+parameters as its flags (the binary named by --pgrotatectl or $PGROTATECTL, else
+target/release/pgrotatectl after `cargo build --release --bin pgrotatectl`). Documents are
+compared as JSON text with the key order kept, so the CLI prints what the template deploys,
+byte for byte.
 
 --fixtures checks that the expected documents committed for the Rust test (tests/policy.rs)
 are still what the template renders; --write-fixtures regenerates them.
@@ -28,7 +30,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import shlex
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +41,7 @@ from policy.selftest import ACCEPTED, REFUSED
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = ("trust-policy", "role-policy", "lambda-resource-policy", "kms-key-policy")
-RUST = "cargo run --release --quiet --example policy-render"
+BUILD = ["cargo", "build", "--release", "--quiet", "--bin", "pgrotatectl"]
 
 # Template parameters -> PolicyParams keys (the `pgrotatectl policy` flag names).
 STRINGS = {
@@ -217,13 +219,43 @@ def collect(template: dict, root: Path | None) -> tuple[list[dict], list[str]]:
     return cases, skipped
 
 
-def run_rust(command: str, cases: list[dict]) -> dict[str, dict]:
-    payload = json.dumps([{"id": c["id"], "params": c["params"]} for c in cases])
-    run = subprocess.run(shlex.split(command), input=payload, capture_output=True, text=True, cwd=REPO, check=False)
-    if run.returncode != 0:
-        raise SystemExit(f"compare-rust: `{command}` failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
-    results = json.loads(run.stdout)
-    return {r["id"]: r for r in results}
+def flags(params: dict[str, Any]) -> list[str]:
+    """`pgrotatectl policy`'s flags for PolicyParams (whose JSON keys are the flag names)."""
+    out: list[str] = []
+    for name, value in params.items():
+        if value is True:
+            out.append(f"--{name}")
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            out += [f"--{name}={item}" for item in value]
+        else:
+            out.append(f"--{name}={value}")
+    return out
+
+
+def pgrotatectl(explicit: str | None) -> str:
+    """The CLI to compare: the one named, else the release build (built now)."""
+    if explicit:
+        return explicit
+    build = subprocess.run(BUILD, cwd=REPO, capture_output=True, text=True, check=False)
+    if build.returncode != 0:
+        raise SystemExit(f"compare-rust: `{' '.join(BUILD)}` failed:\n{build.stderr[-4000:]}")
+    return str(REPO / "target" / "release" / "pgrotatectl")
+
+
+def run_rust(binary: str, cases: list[dict]) -> dict[str, dict]:
+    """Runs `pgrotatectl --json policy FLAGS` for each case: documents, or the error."""
+    results = {}
+    for case in cases:
+        argv = [binary, "--json", "policy", *flags(case["params"])]
+        run = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False, env={})
+        if run.returncode == 0:
+            results[case["id"]] = {"documents": json.loads(run.stdout)}
+        else:
+            detail = run.stdout.strip() or run.stderr.strip()
+            results[case["id"]] = {"error": f"exit {run.returncode}: {detail[-2000:]}", "argv": argv}
+    return results
 
 
 def compare(cases: list[dict], results: dict[str, dict]) -> list[str]:
@@ -313,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", nargs="?", help="where policy.render wrote the configs")
     parser.add_argument("--template", default=str(REPO / "template.yaml"))
-    parser.add_argument("--rust", default=RUST, help=f"command that runs the Rust renderer (default: {RUST})")
+    parser.add_argument("--pgrotatectl", default=os.environ.get("PGROTATECTL"),
+                        help="the pgrotatectl binary (default: $PGROTATECTL, else a release build)")
     parser.add_argument("--fixtures", help="check the Rust test's fixtures in this directory")
     parser.add_argument("--write-fixtures", metavar="DIR", help="write the Rust test's fixtures and stop")
     args = parser.parse_args(argv)
@@ -322,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         write_fixtures(template, Path(args.write_fixtures))
         return 0
     cases, skipped = collect(template, Path(args.root) if args.root else None)
-    problems = compare(cases, run_rust(args.rust, cases))
+    problems = compare(cases, run_rust(pgrotatectl(args.pgrotatectl), cases))
     if args.fixtures:
         problems += check_fixtures(template, Path(args.fixtures))
     rendered = sum(1 for c in cases if c["expect"] != "refused")

@@ -11,6 +11,7 @@ use pgrotate::Strategy;
 use pgrotate::ops::resume::{Choice, ResumeOptions};
 use pgrotate::ops::rotate::RotateOptions;
 use pgrotate::ops::{Context, OpsError, Output, Progress};
+use pgrotate::policy::PolicyParams;
 use tracing_subscriber::filter::LevelFilter;
 
 const ENVIRONMENT: &str = "\
@@ -73,6 +74,80 @@ struct SecretArgs {
     strategy: Option<StrategyArg>,
 }
 
+/// `pgrotatectl policy`'s flags: the template parameters that shape the IAM documents.
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// A secret the function rotates (the template's SecretArns): its full ARN, or its name
+    /// followed by -?????? for any random suffix. Repeat for several.
+    #[arg(long = "secret-arn", value_name = "ARN", required = true)]
+    secret_arns: Vec<String>,
+
+    /// The rotation strategy (RotationStrategy).
+    #[arg(long, value_enum, default_value = "single-user")]
+    strategy: StrategyArg,
+
+    /// The master secret (MasterSecretArn): alternating users, or the single-user fallback.
+    #[arg(long, value_name = "ARN")]
+    master_secret_arn: Option<String>,
+
+    /// Let the master user reset a single user's password (SingleUserMasterFallback).
+    #[arg(long)]
+    single_user_master_fallback: bool,
+
+    /// The rotated secrets' customer managed KMS key (KmsKeyArn).
+    #[arg(long, value_name = "ARN")]
+    kms_key_arn: Option<String>,
+
+    /// The master secret's customer managed KMS key (MasterKmsKeyArn).
+    #[arg(long, value_name = "ARN")]
+    master_kms_key_arn: Option<String>,
+
+    /// The function runs in a VPC (VpcSubnetIds set): adds Lambda's network-interface actions.
+    #[arg(long)]
+    vpc: bool,
+
+    /// The function's name (FunctionName).
+    #[arg(long, value_name = "NAME", default_value = pgrotate::policy::DEFAULT_FUNCTION_NAME)]
+    function_name: String,
+
+    /// The execution role's name (with its path, if any): the KMS key-policy statements'
+    /// principal (default: <function name>-role; the template's RoleArn output gives the name
+    /// CloudFormation chose).
+    #[arg(long, value_name = "NAME")]
+    role_name: Option<String>,
+
+    /// The partition (default: the first secret ARN's).
+    #[arg(long)]
+    partition: Option<String>,
+
+    /// The region (default: the first secret ARN's).
+    #[arg(long)]
+    region: Option<String>,
+
+    /// The account (default: the first secret ARN's).
+    #[arg(long)]
+    account: Option<String>,
+}
+
+impl PolicyArgs {
+    fn params(&self) -> PolicyParams {
+        PolicyParams {
+            strategy: self.strategy.into(),
+            secret_arns: self.secret_arns.clone(),
+            master_secret_arn: self.master_secret_arn.clone(),
+            single_user_master_fallback: self.single_user_master_fallback,
+            kms_key_arn: self.kms_key_arn.clone(),
+            master_kms_key_arn: self.master_kms_key_arn.clone(),
+            vpc: self.vpc,
+            function_name: self.function_name.clone(),
+            role_name: self.role_name.clone(),
+            partition: self.partition.clone(),
+            region: self.region.clone(),
+            account: self.account.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read-only checklist of what a rotation of the secret needs, each line ✓ or ✗ with the fix.
@@ -112,6 +187,13 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 900)]
         min_age: u64,
     },
+
+    /// Print the IAM documents the template deploys for these parameters (for Terraform, CDK).
+    ///
+    /// The execution role's trust and inline policies, the function's resource policy and the
+    /// statements to add to customer managed KMS keys' policies: exactly what template.yaml
+    /// renders for the same parameters. Makes no AWS call.
+    Policy(PolicyArgs),
 
     /// Start a rotation (RotateSecret) and, with --wait, follow it to the end.
     #[command(after_help = ENVIRONMENT)]
@@ -173,11 +255,16 @@ async fn main() -> ExitCode {
     let strategy = match &cli.command {
         Command::Preflight(s) | Command::Status(s) => s.strategy,
         Command::Resume { secret, .. } => secret.strategy,
-        Command::Rotate { .. } => None,
+        Command::Policy(_) | Command::Rotate { .. } => None,
     };
     let result = async {
+        // Pure: no configuration, no client.
+        if let Command::Policy(args) = &cli.command {
+            return pgrotate::ops::policy::run(&args.params());
+        }
         let ctx = Context::from_env(strategy.map(Strategy::from), progress).await?;
         match &cli.command {
+            Command::Policy(args) => pgrotate::ops::policy::run(&args.params()),
             Command::Preflight(s) => pgrotate::ops::preflight::run(&ctx, &s.secret_id).await,
             Command::Status(s) => pgrotate::ops::status::run(&ctx, &s.secret_id).await,
             Command::Resume {

@@ -1,5 +1,5 @@
-//! The operator CLI's commands (`pgrotatectl`): `preflight`, `status`, `resume` and
-//! `rotate`, over the same ports, adapters, configuration and rotation steps as the function.
+//! The operator CLI's commands (`pgrotatectl`): `preflight`, `status`, `resume`, `rotate`
+//! and `policy`, over the same ports, adapters, configuration and rotation steps as the function.
 //! Each command returns an [`Output`] (a verdict, JSON and text); the binary only parses
 //! arguments and prints.
 
@@ -16,6 +16,7 @@ use crate::store::{AwsSecretStore, StoreError};
 
 pub mod hosts;
 pub mod logs;
+pub mod policy;
 pub mod preflight;
 pub mod progress;
 pub mod resume;
