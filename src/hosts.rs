@@ -97,17 +97,28 @@ impl AllowedHosts {
 
     /// Whether the function may connect to `host`.
     pub fn allows(&self, host: &str) -> bool {
+        self.matching(host).is_some()
+    }
+
+    /// The entry that allows `host` (as written in the list, normalised), if any.
+    pub fn matching(&self, host: &str) -> Option<String> {
         let host = normalise(host);
         if !is_host_name(&host) {
-            return false;
+            return None;
         }
-        self.patterns.iter().any(|pattern| match pattern {
-            HostPattern::Exact(name) => host == *name,
-            HostPattern::Suffix(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .and_then(|prefix| prefix.strip_suffix('.'))
-                .is_some_and(|prefix| !prefix.is_empty()),
-        })
+        self.patterns
+            .iter()
+            .find(|pattern| match pattern {
+                HostPattern::Exact(name) => host == **name,
+                HostPattern::Suffix(suffix) => host
+                    .strip_suffix(suffix.as_str())
+                    .and_then(|prefix| prefix.strip_suffix('.'))
+                    .is_some_and(|prefix| !prefix.is_empty()),
+            })
+            .map(|pattern| match pattern {
+                HostPattern::Exact(name) => name.clone(),
+                HostPattern::Suffix(suffix) => format!("*.{suffix}"),
+            })
     }
 }
 
@@ -132,6 +143,23 @@ mod tests {
 
     fn hosts(raw: &str) -> AllowedHosts {
         AllowedHosts::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn matching_names_the_entry_that_allows_the_host() {
+        let allowed = hosts("db.internal, *.rds.amazonaws.com");
+        assert_eq!(
+            allowed.matching("DB.internal.").as_deref(),
+            Some("db.internal")
+        );
+        assert_eq!(
+            allowed
+                .matching("x.abc.eu-west-1.rds.amazonaws.com")
+                .as_deref(),
+            Some("*.rds.amazonaws.com")
+        );
+        assert_eq!(allowed.matching("rds.amazonaws.com"), None);
+        assert_eq!(allowed.matching("evilrds.amazonaws.com"), None);
     }
 
     #[test]

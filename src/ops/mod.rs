@@ -14,7 +14,6 @@ use crate::error::Error;
 use crate::rotation::Rotator;
 use crate::store::{AwsSecretStore, StoreError};
 
-pub mod hosts;
 pub mod logs;
 pub mod policy;
 pub mod preflight;

@@ -15,9 +15,9 @@ use crate::rotation::alternate_name;
 use crate::secret::{DbSecret, MasterSecret, RoleName};
 use crate::store::{AWSCURRENT, SecretDescription, SecretStore, VersionRef};
 
-use super::hosts::{AllowedHosts, master_fallback_from_env, vouch};
 use super::state::{Stage, inspect};
 use super::{Context, OpsError, Output};
+use crate::hosts::AllowedHosts;
 
 /// One line of the checklist.
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +188,44 @@ fn kms_detail(key: Option<&str>) -> String {
     }
 }
 
+/// `ALLOWED_DB_HOSTS` as the function reads it: unset, the list, or why it is refused.
+fn allowed_hosts(ctx: &Context) -> Option<Result<AllowedHosts, String>> {
+    match (&ctx.config_error, &ctx.config.allowed_db_hosts) {
+        (Some(error), _) if error.to_string().contains(crate::hosts::VARIABLE) => {
+            Some(Err(error.to_string()))
+        }
+        (_, Some(allowed)) => Some(Ok(allowed.clone())),
+        (_, None) => None,
+    }
+}
+
+/// Who vouches for the host the master password would go to (SPEC 7.1, as
+/// `rotation::guard` enforces it), or why nobody does.
+fn vouch(
+    master_host: Option<&str>,
+    user_host: &str,
+    allowed: Option<&AllowedHosts>,
+) -> Result<String, String> {
+    match (master_host, allowed) {
+        (Some(host), _) if host.eq_ignore_ascii_case(user_host) => {
+            Ok(format!("the master secret's own host {host:?}"))
+        }
+        (Some(host), _) => Err(format!(
+            "the master secret names host {host:?} but the user's secret names {user_host:?}"
+        )),
+        (None, Some(allowed)) => match allowed.matching(user_host) {
+            Some(pattern) => Ok(format!("ALLOWED_DB_HOSTS ({pattern})")),
+            None => Err(format!(
+                "the master secret has no host and {user_host:?} is not in ALLOWED_DB_HOSTS ({allowed})"
+            )),
+        },
+        (None, None) => Err(
+            "the master secret has no host and ALLOWED_DB_HOSTS is not set, so no host is vouched for"
+                .into(),
+        ),
+    }
+}
+
 fn host_check(
     secret: &DbSecret,
     allowed: Option<&Result<AllowedHosts, String>>,
@@ -228,9 +266,8 @@ fn host_check(
                     "allowed-hosts",
                     "database host allowed",
                     format!(
-                        "{} is not in ALLOWED_DB_HOSTS ({}): the function refuses the secret before any change",
-                        secret.host,
-                        allowed.patterns()
+                        "{} is not in ALLOWED_DB_HOSTS ({allowed}): the function refuses the secret before any change",
+                        secret.host
                     ),
                     format!(
                         "add {} to ALLOWED_DB_HOSTS, or correct the secret's host",
@@ -618,7 +655,7 @@ async fn single_user_master_checks(
     if secret.masterarn.is_none() {
         return;
     }
-    if !master_fallback_from_env() {
+    if !ctx.config.single_user_master_fallback {
         list.pass(
             "master-fallback",
             "master fallback",
@@ -791,7 +828,7 @@ async fn preflight_secret(ctx: &Context, secret_id: &str, list: &mut Checklist) 
         list.skip(&["allowed-hosts", "database"]);
         return Some(arn);
     };
-    let allowed = AllowedHosts::from_env();
+    let allowed = allowed_hosts(ctx);
     if !host_check(&secret, allowed.as_ref(), list) {
         list.skip(&["database", "master checks"]);
         return Some(arn);
@@ -838,4 +875,27 @@ async fn labels_check(ctx: &Context, description: &SecretDescription, list: &mut
         ),
         format!("pgrotatectl status --secret-id {arn}, then pgrotatectl resume --secret-id {arn}"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_host_is_vouched_by_the_master_secret_or_the_allow_list() {
+        let allowed = AllowedHosts::parse("*.example.com").unwrap();
+        assert!(vouch(Some("db.example.com"), "DB.example.com", None).is_ok());
+        assert!(vouch(Some("other"), "db.example.com", Some(&allowed)).is_err());
+        assert_eq!(
+            vouch(None, "db.example.com", Some(&allowed)).unwrap(),
+            "ALLOWED_DB_HOSTS (*.example.com)"
+        );
+        let err = vouch(None, "db.elsewhere", Some(&allowed)).unwrap_err();
+        assert!(
+            err.contains("is not in ALLOWED_DB_HOSTS (*.example.com)"),
+            "{err}"
+        );
+        let err = vouch(None, "db.example.com", None).unwrap_err();
+        assert!(err.contains("ALLOWED_DB_HOSTS is not set"), "{err}");
+    }
 }
