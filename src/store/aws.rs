@@ -111,7 +111,11 @@ where
             "no answer before the timeout".to_string(),
         ),
         SdkError::DispatchFailure(failure) => {
-            let kind = if failure.is_io() || failure.is_timeout() {
+            // A connection refused, reset or closed before the answer (hyper's
+            // IncompleteMessage is a transient "other" error): the endpoint is not there.
+            let transient =
+                failure.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError);
+            let kind = if failure.is_io() || failure.is_timeout() || transient {
                 StoreErrorKind::Unreachable
             } else {
                 StoreErrorKind::Other
@@ -119,7 +123,7 @@ where
             (
                 kind,
                 format!(
-                    "request not sent: {}",
+                    "no answer: {}",
                     aws_smithy_types::error::display::DisplayErrorContext(&err)
                 ),
             )

@@ -112,6 +112,9 @@ impl StoreError {
             StoreErrorKind::Unreachable => {
                 " (Secrets Manager cannot be reached: a function in a VPC needs a Secrets Manager interface VPC endpoint or a NAT gateway)"
             }
+            StoreErrorKind::Throttled => {
+                " (Secrets Manager throttled the call or failed internally, also on the SDK's retries: the rotation stays pending and Secrets Manager retries it; if this persists, check the account's Secrets Manager request quotas and what else calls it)"
+            }
             StoreErrorKind::AccessDenied => {
                 " (the function's execution role lacks this permission, or a KMS key policy refuses it: see the template's role)"
             }

@@ -18,3 +18,4 @@ mod policy_recordings;
 mod refusals;
 mod rotations;
 mod selfsigned;
+mod sm_faults;
