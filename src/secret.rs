@@ -125,12 +125,31 @@ impl std::fmt::Debug for DbSecret {
     }
 }
 
+/// The largest secret string Secrets Manager stores (65,536 bytes): anything longer did not
+/// come from Secrets Manager as it is, and is refused before it is parsed.
+pub const MAX_SECRET_BYTES: usize = 65_536;
+
+/// The longest password Secrets Manager's own generator makes (GetRandomPassword's
+/// PasswordLength): a longer stored password is refused rather than sent to the server.
+pub const MAX_PASSWORD_BYTES: usize = 4_096;
+
 fn parse_object(raw: &SecretString) -> Result<Map<String, Value>, String> {
+    let len = raw.expose_secret().len();
+    if len > MAX_SECRET_BYTES {
+        return Err(format!(
+            "the secret string is too large ({len} bytes): Secrets Manager stores at most {MAX_SECRET_BYTES}; store only the connection fields (engine, host, port, username, password, dbname, masterarn)"
+        ));
+    }
     match serde_json::from_str::<Value>(raw.expose_secret()) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("the secret string must be a JSON object".into()),
+        Ok(_) => Err(
+            "the secret string must be a JSON object (store {\"engine\", \"host\", \"username\", \"password\", ...} as Secrets Manager's database secrets do)"
+                .into(),
+        ),
         // serde_json's message gives a line and column, never the text it read.
-        Err(e) => Err(format!("the secret string is not valid JSON ({e})")),
+        Err(e) => Err(format!(
+            "the secret string is not valid JSON ({e}): store a JSON object with engine, host, username and password, as Secrets Manager's database secrets do"
+        )),
     }
 }
 
@@ -152,6 +171,10 @@ fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String
 
 fn parse_password(map: &Map<String, Value>) -> Result<SecretString, String> {
     match map.get("password") {
+        Some(Value::String(s)) if s.len() > MAX_PASSWORD_BYTES => Err(format!(
+            "field \"password\" is {} bytes long: at most {MAX_PASSWORD_BYTES} (the longest password Secrets Manager generates); store a shorter password",
+            s.len()
+        )),
         Some(Value::String(s)) if !s.is_empty() => Ok(SecretString::from(s.clone())),
         Some(Value::String(_)) => Err("field \"password\" is empty".into()),
         Some(_) => Err("field \"password\" must be a string".into()),
@@ -264,6 +287,34 @@ impl MasterSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_secrets_and_passwords_are_refused_without_showing_them() {
+        let long = "p".repeat(MAX_PASSWORD_BYTES + 1);
+        let e = DbSecret::parse(&secret(&format!(
+            r#"{{"engine":"postgres","host":"db","username":"u","password":"{long}"}}"#
+        )))
+        .unwrap_err();
+        assert!(
+            e.contains("field \"password\" is 4097 bytes long: at most 4096"),
+            "{e}"
+        );
+        assert!(!e.contains(&long));
+        let ok = "p".repeat(MAX_PASSWORD_BYTES);
+        assert!(
+            DbSecret::parse(&secret(&format!(
+                r#"{{"engine":"postgres","host":"db","username":"u","password":"{ok}"}}"#
+            )))
+            .is_ok()
+        );
+        let padding = "x".repeat(MAX_SECRET_BYTES);
+        let e = MasterSecret::parse(&secret(&format!(
+            r#"{{"username":"u","password":"hunter2","note":"{padding}"}}"#
+        )))
+        .unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert!(!e.contains("hunter2"));
+    }
 
     fn secret(json: &str) -> SecretString {
         SecretString::from(json.to_string())

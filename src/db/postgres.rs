@@ -127,7 +127,17 @@ fn classify(error: &tokio_postgres::Error, ssl: SslMode, tls_started: bool) -> D
         if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION && ssl == SslMode::Disable {
             return DbFailure::TlsRequiredByServer;
         }
-        return DbFailure::Server(format!("{} (SQLSTATE {})", db.message(), code.code()));
+        // What to do about the server's refusals an operator meets at login.
+        let fix = if *code == SqlState::UNDEFINED_DATABASE {
+            ": fix \"dbname\" in the secret (the database must exist; the function creates none)"
+        } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+            ": the server is at its connection limit; the rotation is retried, raise max_connections or the role's CONNECTION LIMIT if this persists"
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            ": pg_hba.conf or the role refuses this login (LOGIN, CONNECT privilege, hba entry); let the user log in from the function's network"
+        } else {
+            ""
+        };
+        return DbFailure::Server(format!("{} (SQLSTATE {}){fix}", db.message(), code.code()));
     }
     let mut source = error.source();
     while let Some(cause) = source {

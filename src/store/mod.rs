@@ -112,6 +112,9 @@ impl StoreError {
             StoreErrorKind::Unreachable => {
                 " (Secrets Manager cannot be reached: a function in a VPC needs a Secrets Manager interface VPC endpoint or a NAT gateway)"
             }
+            StoreErrorKind::NotFound => {
+                " (check the ARN or name: the secret or version must exist in this account and region)"
+            }
             StoreErrorKind::Throttled => {
                 " (Secrets Manager throttled the call or failed internally, also on the SDK's retries: the rotation stays pending and Secrets Manager retries it; if this persists, check the account's Secrets Manager request quotas and what else calls it)"
             }

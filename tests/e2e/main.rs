@@ -10,6 +10,7 @@
 mod common;
 
 mod attacks;
+mod catalogue;
 mod crashes;
 mod faults;
 mod load;
