@@ -481,6 +481,13 @@ PGPASSWORD="$ADMIN_PASSWORD" PGCONNECT_TIMEOUT=10 "$PSQL" -X -q -A -t -v ON_ERRO
     || { cat "$STATE_DIR/check.err" >&2; show_tail "$PLAIN_LOG"; die "plaintext cluster: connection to localhost:$PLAIN_PORT failed"; }
 rm -f "$STATE_DIR/check.err"
 
+# A fourth server, like the TLS one, that one test restarts in the middle of a step
+# (tests/e2e/pg_restart.rs); no other test uses it.
+RESTART_LOG="$STATE_DIR/pg-restart.log"
+start_cluster restart tls "$RESTART_LOG"
+RESTART_PORT="$CLUSTER_PORT"
+log "restartable TLS PostgreSQL cluster on 127.0.0.1:$RESTART_PORT (log $RESTART_LOG)"
+
 # --- moto ----------------------------------------------------------------------------
 MOTO_LOG="$STATE_DIR/moto.log"
 : >"$MOTO_LOG"
@@ -544,7 +551,7 @@ log "moto_server (Secrets Manager, KMS) on $SM_ENDPOINT (log $MOTO_LOG)"
 {
     cat <<'COMMENT'
 # pgrotate integration stack, written by integration/stack-up.sh; source this file.
-# Three PostgreSQL servers on host localhost (127.0.0.1, and ::1 when usable), one admin
+# Four PostgreSQL servers on host localhost (127.0.0.1, and ::1 when usable), one admin
 # (superuser) login for all, SCRAM-SHA-256 only, log_statement=all:
 #   PGROTATE_PG_PORT             TLS server, certificate signed by the test CA PGROTATE_PG_CA,
 #                                SAN DNS:localhost. Accepts plaintext too, except for members
@@ -558,6 +565,8 @@ log "moto_server (Secrets Manager, KMS) on $SM_ENDPOINT (log $MOTO_LOG)"
 #                                365 days, a text dump before the PEM block. libpq accepts it
 #                                under verify-full when it is the root file (sslrootcert).
 #   PGROTATE_PG_PLAIN_PORT       plaintext server (ssl=off).
+#   PGROTATE_PG_RESTART_PORT     a server like the TLS one that the restart test restarts
+#                                (crash restart) in the middle of a step; no other test uses it.
 # Both refusals are SQLSTATE 28000; PostgreSQL 13 ends them with "SSL off", 14+ with
 # "no encryption".
 # PGROTATE_PG_OTHER_SELFSIGNED_CERT: another self-signed certificate, same recipe, another
@@ -568,6 +577,7 @@ COMMENT
         "PGROTATE_PG_HOST=localhost" \
         "PGROTATE_PG_PORT=$TLS_PORT" \
         "PGROTATE_PG_PLAIN_PORT=$PLAIN_PORT" \
+        "PGROTATE_PG_RESTART_PORT=$RESTART_PORT" \
         "PGROTATE_PG_ADMIN_USER=$ADMIN_USER" \
         "PGROTATE_PG_ADMIN_PASSWORD=$ADMIN_PASSWORD" \
         "PGROTATE_PG_CA=$STATE_DIR/ca.pem" \

@@ -4,8 +4,9 @@
 //! point, `<step>/<boundary>#<n>` with `n` counting that boundary within the invocation. The
 //! process kills itself with SIGKILL when it reaches the point named by `PGROTATE_CRASH_AT`,
 //! and appends every point it passes to the file named by `PGROTATE_CRASH_LOG` (so the tests
-//! discover the points instead of listing them by hand). Without the feature, every call here
-//! compiles to nothing.
+//! discover the points instead of listing them by hand). `PGROTATE_PAUSE_AT` names a point
+//! where the process instead writes the file `PGROTATE_PAUSE_FILE` and waits until that file
+//! is removed (at most a minute). Without the feature, every call here compiles to nothing.
 
 #[cfg(feature = "crash-points")]
 mod enabled {
@@ -44,6 +45,19 @@ mod enabled {
                 .open(path)
         {
             let _ = writeln!(log, "{name}");
+        }
+        // A pause instead of a crash: the tests do something to a dependency (restart the
+        // database, say) while the step waits here, then remove the file to let it go on.
+        if std::env::var("PGROTATE_PAUSE_AT").is_ok_and(|at| at == name)
+            && let Some(file) = std::env::var_os("PGROTATE_PAUSE_FILE")
+        {
+            let _ = std::fs::write(&file, &name);
+            let started = std::time::Instant::now();
+            while std::path::Path::new(&file).exists()
+                && started.elapsed() < std::time::Duration::from_secs(60)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         if std::env::var("PGROTATE_CRASH_AT").is_ok_and(|at| at == name) {
             eprintln!("pgrotate: crash point {name} reached: SIGKILL");

@@ -15,6 +15,7 @@ mod crashes;
 mod faults;
 mod load;
 mod operator;
+mod pg_restart;
 mod policy_recordings;
 mod refusals;
 mod rotations;
