@@ -93,6 +93,21 @@ impl World {
     }
 }
 
+/// The labelled versions of `arn` whose credentials log in now (checked with the stack
+/// directly, whatever the function's endpoints).
+pub async fn working_labels(world: &World, arn: &str) -> Vec<&'static str> {
+    let mut working = Vec::new();
+    for stage in ["AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"] {
+        if let Some(raw) = world.driver.value(arn, stage).await {
+            let value: Value = serde_json::from_str(&raw).expect("a JSON secret");
+            if matches!(login(&world.stack, &value).await, Login::Ok(_)) {
+                working.push(stage);
+            }
+        }
+    }
+    working
+}
+
 pub fn alternate(user: &str) -> String {
     match user.strip_suffix("_clone") {
         Some(primary) => primary.to_string(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pgrotate::Strategy;
 use pgrotate::db::DbLogin;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::driver::{Driver, Login, STEPS, deployment, login, random_password};
 use crate::common::lambda::Lambda;
@@ -73,20 +73,6 @@ async fn crash_restart(stack: &Stack, port: u16) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The labelled versions whose credentials log in now.
-async fn working_labels(world: &World, arn: &str) -> Vec<&'static str> {
-    let mut working = Vec::new();
-    for stage in ["AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"] {
-        if let Some(raw) = world.driver.value(arn, stage).await {
-            let value: Value = serde_json::from_str(&raw).unwrap();
-            if matches!(login(&world.stack, &value).await, Login::Ok(_)) {
-                working.push(stage);
-            }
-        }
-    }
-    working
 }
 
 /// Both strategies in one test, one after the other: a restart ends every session of the

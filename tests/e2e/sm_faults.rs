@@ -101,20 +101,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// The labelled versions whose credentials log in now (checked past the proxy).
-async fn working_labels(world: &World, arn: &str) -> Vec<&'static str> {
-    let mut working = Vec::new();
-    for stage in ["AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"] {
-        if let Some(raw) = world.driver.value(arn, stage).await {
-            let value: Value = serde_json::from_str(&raw).unwrap();
-            if matches!(login(&world.stack, &value).await, Login::Ok(_)) {
-                working.push(stage);
-            }
-        }
-    }
-    working
-}
-
 /// Every password the secret's versions hold (none may appear in an error).
 async fn passwords(world: &World, arn: &str) -> Vec<String> {
     let mut out = Vec::new();
