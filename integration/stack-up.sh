@@ -323,6 +323,12 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 CONF
+    if [ "$name" = restart ]; then
+        # This one is crash-restarted by a test: a commit must survive that (with
+        # synchronous_commit off the last commits can be lost in a crash restart, and with
+        # them a password the rotation set).
+        printf 'synchronous_commit = on\n' >>"$data/postgresql.conf"
+    fi
     if [ "$ssl" = on ]; then
         cat >>"$data/postgresql.conf" <<CONF
 ssl_cert_file = 'server.crt'
